@@ -1,0 +1,32 @@
+/**
+ * Every error the agent raises on purpose carries a stable `code` (for programs) and a message
+ * that says what to fix (for people). The HTTP layer maps codes to status codes in one place;
+ * the CLI prints `code: message` and exits non-zero.
+ */
+export type ErrorCode =
+  | "IMAGE_EMPTY"
+  | "IMAGE_UNSUPPORTED"
+  | "IMAGE_CORRUPT"
+  | "IMAGE_TOO_LARGE"
+  | "PROMPT_INVALID"
+  | "MASK_INVALID"
+  | "MODEL_NOT_FOUND"
+  | "MODEL_INVALID"
+  | "MODEL_FAILED"
+  | "CONFIG_INVALID";
+
+export class SamEdgeError extends Error {
+  override readonly name = "SamEdgeError";
+
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export function isSamEdgeError(err: unknown): err is SamEdgeError {
+  return err instanceof SamEdgeError;
+}

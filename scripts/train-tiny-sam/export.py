@@ -1,0 +1,122 @@
+"""Export a tiny-SAM checkpoint to the two-file ONNX layout of SAM's reference export.
+
+    python export.py --checkpoint runs/main/checkpoint.pt --out ../../models/tiny-sam
+
+Writes `tiny-sam.encoder.onnx`, `tiny-sam.decoder.onnx` (prompt batch fixed at 1, as in SAM's
+`export_onnx_model.py`) and `tiny-sam.decoder-batch.onnx` (prompt batch dynamic: Everything
+mode runs a grid of single-point prompts in one call).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model import IMG_SIZE, TinySam
+
+OPSET = 17
+
+
+class EncoderOnnx(nn.Module):
+    """`images` [1,3,1024,1024] (SAM-normalised, padded) -> `image_embeddings` [1,256,64,64]."""
+
+    def __init__(self, model: TinySam) -> None:
+        super().__init__()
+        self.encoder = model.image_encoder
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder(F.avg_pool2d(images, 4))
+
+
+class DecoderOnnx(nn.Module):
+    """The inputs and outputs of SAM's reference ONNX decoder (SamOnnxModel, all four masks)."""
+
+    def __init__(self, model: TinySam) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input, orig_im_size):
+        low_res, scores = self.model.decode(image_embeddings, point_coords, point_labels, mask_input, has_mask_input)
+        masks = F.interpolate(low_res, size=(IMG_SIZE, IMG_SIZE), mode="bilinear", align_corners=False)
+        # As SamOnnxModel.mask_postprocessing: crop the padding, then resize to the original size.
+        scale = IMG_SIZE / torch.max(orig_im_size)
+        prepadded = torch.floor(orig_im_size * scale + 0.5).to(torch.int64)
+        masks = masks[..., : prepadded[0], : prepadded[1]]
+        size = orig_im_size.to(torch.int64)
+        masks = F.interpolate(masks, size=(size[0], size[1]), mode="bilinear", align_corners=False)
+        return masks, scores, low_res
+
+
+def export(model: TinySam, out: Path, name: str = "tiny-sam") -> list[Path]:
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    enc_path = out / f"{name}.encoder.onnx"
+    torch.onnx.export(
+        EncoderOnnx(model),
+        (torch.zeros(1, 3, IMG_SIZE, IMG_SIZE),),
+        enc_path,
+        input_names=["images"],
+        output_names=["image_embeddings"],
+        opset_version=OPSET,
+        dynamo=False,
+    )
+    inputs = (
+        torch.randn(1, 256, 64, 64),
+        torch.randint(0, 1024, (1, 5, 2)).float(),
+        torch.tensor([[1, 0, 2, 3, -1]], dtype=torch.float32),
+        torch.randn(1, 1, 256, 256),
+        torch.tensor([1], dtype=torch.float32),
+        torch.tensor([1500, 2250], dtype=torch.float32),
+    )
+    names = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size"]
+    outputs = ["masks", "iou_predictions", "low_res_masks"]
+    paths = [enc_path]
+    for suffix, axes in (
+        ("decoder", {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}),
+        (
+            "decoder-batch",
+            {
+                "point_coords": {0: "batch", 1: "num_points"},
+                "point_labels": {0: "batch", 1: "num_points"},
+                "mask_input": {0: "mask_batch"},
+                "has_mask_input": {0: "mask_batch"},
+                "masks": {0: "batch"},
+                "iou_predictions": {0: "batch"},
+                "low_res_masks": {0: "batch"},
+            },
+        ),
+    ):
+        path = out / f"{name}.{suffix}.onnx"
+        torch.onnx.export(
+            DecoderOnnx(model),
+            inputs,
+            path,
+            input_names=names,
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+        paths.append(path)
+    return paths
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--name", default="tiny-sam")
+    args = ap.parse_args()
+    model = TinySam()
+    model.load_state_dict(torch.load(args.checkpoint, map_location="cpu")["model"])
+    for p in export(model, args.out, args.name):
+        print(p, p.stat().st_size)
+
+
+if __name__ == "__main__":
+    main()

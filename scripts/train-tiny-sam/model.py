@@ -1,0 +1,322 @@
+"""Tiny SAM: Segment Anything's architecture at a width that trains on two CPU cores.
+
+The prompt encoder and the mask decoder follow SAM's modules (random-Fourier positional
+encoding, label embeddings, mask downscaling, a two-way transformer with 1+3 mask tokens and
+an IoU head). The image encoder is a small convolutional pyramid instead of a ViT.
+
+The encoder's first step is a fixed 4x4 average pool: a 1024x1024 input becomes 256x256, the
+resolution at which SAM's decoder predicts its low-res masks. Training therefore renders
+scenes straight at 256 px and skips the pool; export puts it back, so the ONNX files take
+SAM's exact 1024x1024 input.
+
+The 256 channels of `image_embeddings` carry two things: 64 channels of context features at
+64x64, and a 12-channel 256x256 detail map folded into the other 192 channels by a 4x4
+space-to-depth. The decoder unfolds the detail map to sharpen its upscaled mask features,
+which is how the model draws boundaries finer than its 64x64 token grid.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+EMBED_DIM = 256
+GRID = 64  # image_embeddings are GRID x GRID
+LOWRES = 256  # low_res_masks are LOWRES x LOWRES
+IMG_SIZE = 1024
+CONTEXT_CH = 64  # decoder width; the context part of the embedding
+DETAIL_CH = 12  # detail map channels, folded 4x4 into 192 embedding channels
+
+
+class LayerNorm2d(nn.Module):
+    def __init__(self, c: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(c))
+        self.bias = nn.Parameter(torch.zeros(c))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = x.mean(1, keepdim=True)
+        s = (x - u).pow(2).mean(1, keepdim=True)
+        x = (x - u) / torch.sqrt(s + self.eps)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+def conv_bn(cin: int, cout: int, k: int = 3, s: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    if act:
+        layers.append(nn.GELU())
+    return nn.Sequential(*layers)
+
+
+class MBConv(nn.Module):
+    """Inverted residual: cheap on CPU, and the 5x5 depthwise widens the receptive field."""
+
+    def __init__(self, c: int, expand: int = 2, k: int = 5) -> None:
+        super().__init__()
+        h = c * expand
+        self.block = nn.Sequential(conv_bn(c, h, 1), conv_bn(h, h, k, groups=h), conv_bn(h, c, 1, act=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+class GlobalAttention(nn.Module):
+    """One transformer layer over the coarsest grid, so every location sees the whole image."""
+
+    def __init__(self, c: int, heads: int = 4) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(c)
+        self.attn = nn.MultiheadAttention(c, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(c)
+        self.mlp = nn.Sequential(nn.Linear(c, 2 * c), nn.GELU(), nn.Linear(2 * c, c))
+        self.pos = nn.Parameter(torch.zeros(1, c, 16, 16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        t = (x + self.pos).flatten(2).transpose(1, 2)
+        n = self.norm1(t)
+        t = t + self.attn(n, n, n, need_weights=False)[0]
+        t = t + self.mlp(self.norm2(t))
+        return t.transpose(1, 2).reshape(b, c, h, w)
+
+
+class ImageEncoder(nn.Module):
+    """256x256 normalised image -> [B, 256, 64, 64] embedding (context + folded detail)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.detail = nn.Sequential(conv_bn(3, 16), conv_bn(16, DETAIL_CH, act=False))
+        self.s128 = nn.Sequential(conv_bn(3, 32, s=2), MBConv(32))
+        self.s64 = nn.Sequential(conv_bn(32, 64, s=2), MBConv(64), MBConv(64))
+        self.s32 = nn.Sequential(conv_bn(64, 96, s=2), MBConv(96), MBConv(96))
+        self.s16 = nn.Sequential(conv_bn(96, 128, s=2), MBConv(128), GlobalAttention(128), MBConv(128))
+        self.lat32 = nn.Conv2d(128, 96, 1)
+        self.fuse32 = MBConv(96)
+        self.lat64 = nn.Conv2d(96, 64, 1)
+        self.fuse64 = nn.Sequential(MBConv(64), MBConv(64))
+        self.out = nn.Sequential(nn.Conv2d(64, CONTEXT_CH, 1), LayerNorm2d(CONTEXT_CH))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        detail = self.detail(x)
+        f64 = self.s64(self.s128(x))
+        f32 = self.s32(f64)
+        f16 = self.s16(f32)
+        f32 = self.fuse32(f32 + F.interpolate(self.lat32(f16), scale_factor=2.0, mode="bilinear", align_corners=False))
+        f64 = self.fuse64(f64 + F.interpolate(self.lat64(f32), scale_factor=2.0, mode="bilinear", align_corners=False))
+        return torch.cat([self.out(f64), F.pixel_unshuffle(detail, 4)], dim=1)
+
+
+class PositionEmbeddingRandom(nn.Module):
+    def __init__(self, num_pos_feats: int) -> None:
+        super().__init__()
+        self.register_buffer("positional_encoding_gaussian_matrix", torch.randn((2, num_pos_feats)))
+
+    def _pe_encoding(self, coords: torch.Tensor) -> torch.Tensor:
+        coords = 2 * coords - 1
+        coords = coords @ self.positional_encoding_gaussian_matrix
+        coords = 2 * math.pi * coords
+        return torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1)
+
+    def grid(self, size: int) -> torch.Tensor:
+        ones = torch.ones((size, size))
+        y = (ones.cumsum(0) - 0.5) / size
+        x = (ones.cumsum(1) - 0.5) / size
+        return self._pe_encoding(torch.stack([x, y], dim=-1)).permute(2, 0, 1)  # C x H x W
+
+
+class PromptEncoder(nn.Module):
+    """SAM's prompt encoder, with the label arithmetic of SAM's ONNX export (labels -1..3)."""
+
+    def __init__(self, dim: int = CONTEXT_CH, mask_chans: int = 16) -> None:
+        super().__init__()
+        self.pe_layer = PositionEmbeddingRandom(dim // 2)
+        self.point_embeddings = nn.ModuleList([nn.Embedding(1, dim) for _ in range(4)])
+        self.not_a_point_embed = nn.Embedding(1, dim)
+        self.mask_downscaling = nn.Sequential(
+            nn.Conv2d(1, mask_chans // 4, 2, 2),
+            LayerNorm2d(mask_chans // 4),
+            nn.GELU(),
+            nn.Conv2d(mask_chans // 4, mask_chans, 2, 2),
+            LayerNorm2d(mask_chans),
+            nn.GELU(),
+            nn.Conv2d(mask_chans, dim, 1),
+        )
+        self.no_mask_embed = nn.Embedding(1, dim)
+
+    def embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        coords = (coords + 0.5) / IMG_SIZE
+        emb = self.pe_layer._pe_encoding(coords)
+        lab = labels.unsqueeze(-1)
+        emb = emb * (lab != -1).to(emb.dtype)
+        emb = emb + self.not_a_point_embed.weight * (lab == -1).to(emb.dtype)
+        for i in range(4):
+            emb = emb + self.point_embeddings[i].weight * (lab == i).to(emb.dtype)
+        return emb
+
+    def embed_mask(self, mask_input: torch.Tensor, has_mask_input: torch.Tensor) -> torch.Tensor:
+        has = has_mask_input.reshape(-1, 1, 1, 1)
+        return has * self.mask_downscaling(mask_input) + (1 - has) * self.no_mask_embed.weight.reshape(1, -1, 1, 1)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, downsample: int = 1) -> None:
+        super().__init__()
+        self.inner = dim // downsample
+        self.heads = heads
+        self.q_proj = nn.Linear(dim, self.inner)
+        self.k_proj = nn.Linear(dim, self.inner)
+        self.v_proj = nn.Linear(dim, self.inner)
+        self.out_proj = nn.Linear(self.inner, dim)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        return x.reshape(b, n, self.heads, c // self.heads).transpose(1, 2)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._split(self.q_proj(q)), self._split(self.k_proj(k)), self._split(self.v_proj(v))
+        attn = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+        out = (attn @ v).transpose(1, 2)
+        return self.out_proj(out.reshape(out.shape[0], out.shape[1], self.inner))
+
+
+class TwoWayBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_dim: int, skip_first_pe: bool) -> None:
+        super().__init__()
+        self.self_attn = Attention(dim, heads)
+        self.norm1 = nn.LayerNorm(dim)
+        self.cross_t2i = Attention(dim, heads, 2)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.ReLU(), nn.Linear(mlp_dim, dim))
+        self.norm3 = nn.LayerNorm(dim)
+        self.cross_i2t = Attention(dim, heads, 2)
+        self.norm4 = nn.LayerNorm(dim)
+        self.skip_first_pe = skip_first_pe
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, q_pe: torch.Tensor, k_pe: torch.Tensor):
+        if self.skip_first_pe:
+            q = self.self_attn(q, q, q)
+        else:
+            qq = q + q_pe
+            q = q + self.self_attn(qq, qq, q)
+        q = self.norm1(q)
+        q = self.norm2(q + self.cross_t2i(q + q_pe, k + k_pe, k))
+        q = self.norm3(q + self.mlp(q))
+        k = self.norm4(k + self.cross_i2t(k + k_pe, q + q_pe, q))
+        return q, k
+
+
+class TwoWayTransformer(nn.Module):
+    def __init__(self, dim: int, depth: int = 2, heads: int = 4, mlp_dim: int = 256) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([TwoWayBlock(dim, heads, mlp_dim, i == 0) for i in range(depth)])
+        self.final_attn = Attention(dim, heads, 2)
+        self.norm_final = nn.LayerNorm(dim)
+
+    def forward(self, src: torch.Tensor, pos: torch.Tensor, tokens: torch.Tensor):
+        k = src.flatten(2).permute(0, 2, 1)
+        k_pe = pos.flatten(2).permute(0, 2, 1)
+        q = tokens
+        for layer in self.layers:
+            q, k = layer(q, k, tokens, k_pe)
+        q = self.norm_final(q + self.final_attn(q + tokens, k + k_pe, k))
+        return q, k
+
+
+class MLP(nn.Module):
+    def __init__(self, cin: int, hidden: int, cout: int, layers: int) -> None:
+        super().__init__()
+        dims = [cin] + [hidden] * (layers - 1) + [cout]
+        self.layers = nn.ModuleList([nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:])])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = F.relu(x)
+        return x
+
+
+class MaskDecoder(nn.Module):
+    """SAM's mask decoder (1 + 3 mask tokens, IoU head), plus the detail-map skip."""
+
+    def __init__(self, dim: int = CONTEXT_CH, num_multimask: int = 3) -> None:
+        super().__init__()
+        self.num_mask_tokens = num_multimask + 1
+        self.iou_token = nn.Embedding(1, dim)
+        self.mask_tokens = nn.Embedding(self.num_mask_tokens, dim)
+        self.transformer = TwoWayTransformer(dim)
+        # SAM's 2x2 stride-2 transposed convolutions, written as a 1x1 convolution followed by a
+        # depth-to-space: the same function, several times faster on CPU.
+        up = dim // 4
+        self.up1 = nn.Conv2d(dim, up * 4, 1)
+        self.up1_norm = LayerNorm2d(up)
+        self.up2 = nn.Conv2d(up, dim // 8 * 4, 1)
+        self.detail_proj = nn.Conv2d(DETAIL_CH, dim // 8, 1)
+        self.refine = nn.Sequential(nn.GELU(), nn.Conv2d(dim // 8, dim // 8, 3, padding=1, groups=dim // 8), nn.Conv2d(dim // 8, dim // 8, 1))
+        self.hypernet = nn.ModuleList([MLP(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens)])
+        self.iou_head = MLP(dim, 128, self.num_mask_tokens, 3)
+
+    def forward(
+        self,
+        embeddings: torch.Tensor,
+        pos: torch.Tensor,
+        sparse: torch.Tensor,
+        dense: torch.Tensor,
+        image_index: torch.Tensor | None = None,
+    ):
+        """embeddings [I, 256, 64, 64]; sparse [B, N, C]; dense [B or 1, C, 64, 64].
+
+        Prompt set b belongs to image image_index[b]; without an index every prompt set
+        belongs to the single image (I = 1), as in the ONNX export.
+        """
+        b = sparse.shape[0]
+        out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+        tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
+        context, detail = embeddings[:, :CONTEXT_CH], embeddings[:, CONTEXT_CH:]
+        detail = self.detail_proj(F.pixel_shuffle(detail, 4))
+        if image_index is not None:
+            context, detail = context[image_index], detail[image_index]
+        src = (context + dense).expand(b, -1, -1, -1)
+        pos = pos.unsqueeze(0).expand(b, -1, -1, -1)
+        hs, src_out = self.transformer(src, pos, tokens)
+        iou_out = hs[:, 0]
+        mask_out = hs[:, 1 : 1 + self.num_mask_tokens]
+        c = src.shape[1]
+        src_img = src_out.transpose(1, 2).reshape(b, c, GRID, GRID)
+        x = F.gelu(self.up1_norm(F.pixel_shuffle(self.up1(src_img), 2)))
+        x = F.pixel_shuffle(self.up2(x), 2) + detail
+        x = x + self.refine(x)
+        hyper = torch.stack([self.hypernet[i](mask_out[:, i]) for i in range(self.num_mask_tokens)], dim=1)
+        masks = (hyper @ x.flatten(2)).reshape(b, self.num_mask_tokens, LOWRES, LOWRES)
+        return masks, self.iou_head(iou_out)
+
+
+class TinySam(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.image_encoder = ImageEncoder()
+        self.prompt_encoder = PromptEncoder()
+        self.mask_decoder = MaskDecoder()
+
+    def decode(
+        self,
+        embeddings: torch.Tensor,
+        coords: torch.Tensor,
+        labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+        image_index: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-res mask logits [B, 4, 256, 256] and predicted IoU [B, 4] for B prompt sets."""
+        sparse = self.prompt_encoder.embed_points(coords, labels)
+        dense = self.prompt_encoder.embed_mask(mask_input, has_mask_input)
+        pos = self.prompt_encoder.pe_layer.grid(GRID)
+        return self.mask_decoder(embeddings, pos, sparse, dense, image_index)
+
+
+def count_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())

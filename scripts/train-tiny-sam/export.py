@@ -10,6 +10,8 @@ mode runs a grid of single-point prompts in one call).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -106,6 +108,25 @@ def export(model: TinySam, out: Path, name: str = "tiny-sam") -> list[Path]:
     return paths
 
 
+def write_manifest(out: Path, name: str, paths: list[Path], source: str) -> Path:
+    """The manifest the engine reads: files, SAM's preprocessing constants, checksums."""
+    manifest = {
+        "name": name,
+        "inputSize": IMG_SIZE,
+        "pixelMean": [123.675, 116.28, 103.53],
+        "pixelStd": [58.395, 57.12, 57.375],
+        "encoder": paths[0].name,
+        "decoder": paths[1].name,
+        "decoderBatch": paths[2].name,
+        "source": source,
+        "sha256": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths},
+        "bytes": {p.name: p.stat().st_size for p in paths},
+    }
+    path = out / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path, required=True)
@@ -113,8 +134,12 @@ def main() -> None:
     ap.add_argument("--name", default="tiny-sam")
     args = ap.parse_args()
     model = TinySam()
-    model.load_state_dict(torch.load(args.checkpoint, map_location="cpu")["model"])
-    for p in export(model, args.out, args.name):
+    ckpt = torch.load(args.checkpoint, map_location="cpu")
+    model.load_state_dict(ckpt["model"])
+    paths = export(model, args.out, args.name)
+    source = f"scripts/train-tiny-sam, step {ckpt.get('step', '?')} of config {json.dumps(ckpt.get('config', {}), sort_keys=True)}"
+    write_manifest(args.out, args.name, paths, source)
+    for p in paths:
         print(p, p.stat().st_size)
 
 

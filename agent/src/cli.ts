@@ -1,0 +1,160 @@
+import { readFile, writeFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { FolderSource } from "./capture/folder.ts";
+import { isSamEdgeError, SamEdgeError } from "./errors.ts";
+import { SamModel } from "./model/sam-model.ts";
+import { SegmentEngine, type MaskResult } from "./segment/engine.ts";
+import type { Box, Point, Prompt } from "./segment/prompts.ts";
+
+export const BUNDLED_MODEL_DIR = fileURLToPath(new URL("../../models/tiny-sam/", import.meta.url));
+export const SAMPLES_DIR = fileURLToPath(new URL("../samples/", import.meta.url));
+
+const USAGE = `usage:
+  sam-edge run [--model DIR] [--frames DIR] [--interval-ms N] [--once]
+      segments each frame of a folder (default: the bundled samples) and prints one JSON line per frame
+  sam-edge segment IMAGE --point x,y[,label] ... [--box x0,y0,x1,y1] [--multimask]
+                   [--model DIR] [--format json|png] [--out FILE]
+      prints the result as JSON (masks as base64 PNG), or writes the best mask as a PNG`;
+
+function usageError(message: string): SamEdgeError {
+  return new SamEdgeError("PROMPT_INVALID", `${message}\n${USAGE}`);
+}
+
+function numbers(text: string, what: string, count: number[]): number[] {
+  const parts = text.split(",").map((s) => Number(s.trim()));
+  if (!count.includes(parts.length) || parts.some((n) => !Number.isFinite(n))) {
+    throw usageError(`${what} "${text}" must be ${count.join(" or ")} comma-separated numbers`);
+  }
+  return parts;
+}
+
+export function parsePoint(text: string): Point {
+  const [x, y, label = 1] = numbers(text, "--point", [2, 3]);
+  if (label !== 0 && label !== 1) throw usageError(`--point "${text}": the label must be 1 (foreground) or 0 (background)`);
+  return { x: x!, y: y!, label };
+}
+
+export function parseBox(text: string): Box {
+  return numbers(text, "--box", [4]) as Box;
+}
+
+async function maskJson(m: MaskResult): Promise<Record<string, unknown>> {
+  const { maskToPngBase64 } = await import("./segment/formats/index.ts");
+  return { bbox: m.bbox, area: m.area, confidence: round(m.confidence), stability: round(m.stability), mask: await maskToPngBase64(m.mask) };
+}
+
+const round = (v: number): number => Math.round(v * 1e4) / 1e4;
+
+async function segmentCommand(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      point: { type: "string", multiple: true },
+      box: { type: "string" },
+      multimask: { type: "boolean" },
+      model: { type: "string" },
+      format: { type: "string", default: "json" },
+      out: { type: "string" },
+    },
+  });
+  if (positionals.length !== 1) throw usageError("segment takes exactly one IMAGE");
+  if (values.format !== "json" && values.format !== "png") throw usageError(`--format must be json or png, not "${values.format}"`);
+  const prompt: Prompt = { points: (values.point ?? []).map(parsePoint), ...(values.box ? { box: parseBox(values.box) } : {}) };
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(positionals[0]!);
+  } catch (err) {
+    throw new SamEdgeError("IMAGE_EMPTY", `cannot read ${positionals[0]}: ${(err as Error).message}`);
+  }
+  const model = await SamModel.load(values.model ?? BUNDLED_MODEL_DIR);
+  try {
+    const result = await new SegmentEngine(model).segment(bytes, prompt, values.multimask ? { multimask: true } : {});
+    if (values.format === "png") {
+      const { maskToPng } = await import("./segment/formats/index.ts");
+      const png = await maskToPng(result.masks[0]!.mask);
+      if (values.out) await writeFile(values.out, png);
+      else process.stdout.write(png);
+      return;
+    }
+    const json = JSON.stringify({ width: result.width, height: result.height, masks: await Promise.all(result.masks.map(maskJson)), timings: result.timings });
+    if (values.out) await writeFile(values.out, json + "\n");
+    else console.log(json);
+  } finally {
+    await model.release();
+  }
+}
+
+async function runCommand(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      model: { type: "string" },
+      frames: { type: "string" },
+      "interval-ms": { type: "string", default: "1000" },
+      once: { type: "boolean" },
+    },
+  });
+  const interval = Number(values["interval-ms"]);
+  if (!Number.isInteger(interval) || interval < 0) throw usageError(`--interval-ms must be a whole number of milliseconds`);
+  const model = await SamModel.load(values.model ?? BUNDLED_MODEL_DIR);
+  const engine = new SegmentEngine(model);
+  const source = new FolderSource({ cameraId: "demo", dir: values.frames ?? SAMPLES_DIR, intervalMs: interval, loop: !values.once });
+  const stop = new AbortController();
+  for (const sig of ["SIGINT", "SIGTERM"] as const) process.once(sig, () => stop.abort());
+  console.error(`sam-edge: model ${model.manifest.name} from ${model.dir}; segmenting frames of camera "${source.cameraId}" (Ctrl-C stops)`);
+  try {
+    for await (const frame of source.frames(stop.signal)) {
+      try {
+        // Until prompts come from configuration, a click at the frame's centre.
+        const { embedding } = await engine.embed(frame.bytes);
+        const point: Point = { x: embedding.width / 2, y: embedding.height / 2, label: 1 };
+        const result = await engine.segment(embedding, { points: [point] });
+        const best = result.masks[0]!;
+        console.log(
+          JSON.stringify({
+            camera: frame.cameraId,
+            frame: frame.seq,
+            captured_at: frame.capturedAt.toISOString(),
+            width: result.width,
+            height: result.height,
+            prompt: point,
+            bbox: best.bbox,
+            area: best.area,
+            confidence: round(best.confidence),
+            stability: round(best.stability),
+          }),
+        );
+      } catch (err) {
+        if (!isSamEdgeError(err)) throw err;
+        console.error(`sam-edge: camera ${frame.cameraId} frame ${frame.seq} skipped: ${err.code}: ${err.message}`);
+      }
+    }
+  } finally {
+    await model.release();
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    if (command === "run") await runCommand(rest);
+    else if (command === "segment") await segmentCommand(rest);
+    else {
+      console.error(command ? `unknown command "${command}"\n${USAGE}` : USAGE);
+      return 2;
+    }
+    return 0;
+  } catch (err) {
+    if (isSamEdgeError(err)) {
+      console.error(`sam-edge: ${err.code}: ${err.message}`);
+      return 1;
+    }
+    if (err instanceof TypeError && "code" in err && String(err.code).startsWith("ERR_PARSE_ARGS")) {
+      console.error(`sam-edge: ${err.message}\n${USAGE}`);
+      return 2;
+    }
+    throw err;
+  }
+}

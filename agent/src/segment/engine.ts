@@ -1,0 +1,164 @@
+import { createHash } from "node:crypto";
+import type * as ort from "onnxruntime-node";
+import type { SamModel } from "../model/sam-model.ts";
+import { maskBBox, type BBox, type BinaryMask } from "./mask.ts";
+import { thresholdLogits, upsampleLowRes } from "./postprocess.ts";
+import { DEFAULT_IMAGE_LIMITS, loadForModel, normaliseAndPad, type ImageLimits } from "./preprocess.ts";
+import { encodePrompt, LOW_RES, validatePrompt, type Prompt } from "./prompts.ts";
+import { EmbeddingCache } from "./embedding-cache.ts";
+
+/** An image after the encoder: everything a prompt needs, so re-prompts skip the encoder. */
+export interface ImageEmbedding {
+  key: string;
+  width: number;
+  height: number;
+  resizedWidth: number;
+  resizedHeight: number;
+  tensor: ort.Tensor;
+}
+
+export interface MaskResult {
+  mask: BinaryMask;
+  bbox: BBox;
+  area: number;
+  /** The decoder's predicted IoU: the hosted API's `confidence`. */
+  confidence: number;
+  stability: number;
+  /** Low-res logits, to pass back as `maskInput` when refining this mask. */
+  lowRes: Float32Array;
+}
+
+export interface Timings {
+  preprocessMs: number;
+  encodeMs: number;
+  decodeMs: number;
+  postprocessMs: number;
+}
+
+export interface SegmentResult {
+  width: number;
+  height: number;
+  /** Best first. One mask unless the prompt was a lone click (or `multimask` was asked). */
+  masks: MaskResult[];
+  cached: boolean;
+  timings: Timings;
+}
+
+export interface SegmentOptions {
+  /**
+   * Return SAM's three multimask outputs instead of the single-mask output. Defaults to SAM's
+   * rule: multimask for a lone click (it is ambiguous), single mask for anything more.
+   */
+  multimask?: boolean;
+}
+
+export interface EngineOptions {
+  limits: ImageLimits;
+  cacheEntries: number;
+  cacheBytes: number;
+}
+
+export const DEFAULT_ENGINE_OPTIONS: EngineOptions = { limits: DEFAULT_IMAGE_LIMITS, cacheEntries: 8, cacheBytes: 64 * 1024 * 1024 };
+
+const now = (): number => performance.now();
+
+/** Runs SAM: image bytes + prompts in, masks at the original size out. */
+export class SegmentEngine {
+  private readonly cache: EmbeddingCache<ImageEmbedding>;
+  private readonly options: EngineOptions;
+
+  constructor(
+    readonly model: SamModel,
+    options: Partial<EngineOptions> = {},
+  ) {
+    this.options = { ...DEFAULT_ENGINE_OPTIONS, ...options };
+    this.cache = new EmbeddingCache(this.options.cacheEntries, this.options.cacheBytes);
+  }
+
+  get cacheStats(): { entries: number; bytes: number; hits: number; misses: number } {
+    return this.cache.stats;
+  }
+
+  /** Encodes an image, or returns its cached embedding (keyed by the bytes and the model). */
+  async embed(bytes: Uint8Array): Promise<{ embedding: ImageEmbedding; cached: boolean; timings: Pick<Timings, "preprocessMs" | "encodeMs"> }> {
+    const key = `${this.model.id}:${createHash("sha256").update(bytes).digest("hex")}`;
+    const hit = this.cache.get(key);
+    if (hit) return { embedding: hit, cached: true, timings: { preprocessMs: 0, encodeMs: 0 } };
+
+    const t0 = now();
+    const { inputSize, pixelMean, pixelStd } = this.model.manifest;
+    const image = await loadForModel(bytes, inputSize, this.options.limits);
+    const layout = this.model.encoderLayout;
+    const pixels =
+      layout.kind === "normalized-chw"
+        ? normaliseAndPad(image, inputSize, pixelMean, pixelStd)
+        : layout.pixelType === "uint8"
+          ? new Uint8Array(image.rgb)
+          : Float32Array.from(image.rgb);
+    const dims = layout.kind === "normalized-chw" ? [1, 3, inputSize, inputSize] : [image.resizedHeight, image.resizedWidth, 3];
+    const t1 = now();
+    const tensor = await this.model.encode(pixels, dims);
+    const t2 = now();
+    const embedding: ImageEmbedding = {
+      key,
+      width: image.width,
+      height: image.height,
+      resizedWidth: image.resizedWidth,
+      resizedHeight: image.resizedHeight,
+      tensor,
+    };
+    this.cache.set(key, embedding, tensor.data.length * 4);
+    return { embedding, cached: false, timings: { preprocessMs: t1 - t0, encodeMs: t2 - t1 } };
+  }
+
+  async segment(image: Uint8Array | ImageEmbedding, prompt: Prompt, options: SegmentOptions = {}): Promise<SegmentResult> {
+    const embedded = image instanceof Uint8Array ? await this.embed(image) : { embedding: image, cached: true, timings: { preprocessMs: 0, encodeMs: 0 } };
+    const emb = embedded.embedding;
+    validatePrompt(prompt, emb.width, emb.height);
+    const multimask = options.multimask ?? ((prompt.points?.length ?? 0) === 1 && !prompt.box && !prompt.maskInput);
+
+    const t0 = now();
+    const { coords, labels } = encodePrompt(prompt, emb.resizedWidth / emb.width, emb.resizedHeight / emb.height);
+    const out = await this.model.decode({
+      embedding: emb.tensor,
+      coords: Float32Array.from(coords),
+      labels: Float32Array.from(labels),
+      batch: 1,
+      points: labels.length,
+      ...(prompt.maskInput ? { maskInput: prompt.maskInput } : {}),
+      origSize: { width: emb.width, height: emb.height },
+    });
+    const t1 = now();
+    const masks = this.pickMasks(emb, out, 0, multimask);
+    const t2 = now();
+    return {
+      width: emb.width,
+      height: emb.height,
+      masks,
+      cached: embedded.cached,
+      timings: { ...embedded.timings, decodeMs: t1 - t0, postprocessMs: t2 - t1 },
+    };
+  }
+
+  /**
+   * The masks of prompt set `b` of a decoder output. With four outputs (SAM's 1 + 3 tokens),
+   * index 0 is the single-mask answer and 1..3 the multimask answers; exports that return one
+   * mask have only index 0.
+   */
+  pickMasks(emb: ImageEmbedding, out: Awaited<ReturnType<SamModel["decode"]>>, b: number, multimask: boolean): MaskResult[] {
+    const m = out.masksPerPrompt;
+    const candidates = multimask && m > 1 ? Array.from({ length: m - 1 }, (_, i) => i + 1) : [0];
+    const lowSide = out.lowRes.dims[3] ?? LOW_RES;
+    const lowData = out.lowRes.data as Float32Array;
+    const results = candidates.map((k) => {
+      const idx = b * m + k;
+      const lowRes = lowData.slice(idx * lowSide * lowSide, (idx + 1) * lowSide * lowSide);
+      const full = out.full
+        ? (out.full.data as Float32Array).subarray(idx * emb.width * emb.height, (idx + 1) * emb.width * emb.height)
+        : upsampleLowRes(lowRes, lowSide, this.model.manifest.inputSize, { width: emb.resizedWidth, height: emb.resizedHeight }, emb);
+      const t = thresholdLogits(full, emb.width, emb.height);
+      return { mask: t.mask, bbox: maskBBox(t.mask), area: t.area, confidence: out.scores[idx]!, stability: t.stability, lowRes };
+    });
+    return results.sort((a, c) => c.confidence - a.confidence);
+  }
+}

@@ -1,0 +1,106 @@
+import sharp from "sharp";
+import { SamEdgeError } from "../errors.ts";
+
+export type ImageFormat = "jpeg" | "png" | "webp";
+
+export interface ImageLimits {
+  /** Largest accepted file, in bytes (the hosted API accepts 25 MB). */
+  maxBytes: number;
+  /** Largest accepted width x height: a guard against decompression bombs. */
+  maxPixels: number;
+}
+
+export const DEFAULT_IMAGE_LIMITS: ImageLimits = { maxBytes: 25 * 1024 * 1024, maxPixels: 64 * 1024 * 1024 };
+
+/**
+ * An image resized for the encoder: the longest side is `size`, EXIF orientation applied,
+ * RGB bytes row-major. `width`/`height` are the original (upright) dimensions that prompts
+ * and masks are expressed in.
+ */
+export interface ModelImage {
+  width: number;
+  height: number;
+  resizedWidth: number;
+  resizedHeight: number;
+  rgb: Buffer;
+}
+
+/** Identifies the format by its magic bytes, never by a file name or a declared type. */
+export function sniffFormat(bytes: Uint8Array): ImageFormat | undefined {
+  if (bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) return "jpeg";
+  if (bytes.length >= 8 && Buffer.from(bytes.subarray(0, 8)).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))) return "png";
+  if (bytes.length >= 12 && Buffer.from(bytes.subarray(0, 4)).toString("latin1") === "RIFF" && Buffer.from(bytes.subarray(8, 12)).toString("latin1") === "WEBP") {
+    return "webp";
+  }
+  return undefined;
+}
+
+/** SAM's ResizeLongestSide.get_preprocess_shape. */
+export function resizedShape(width: number, height: number, longest: number): { width: number; height: number } {
+  const scale = longest / Math.max(width, height);
+  return { width: Math.floor(width * scale + 0.5), height: Math.floor(height * scale + 0.5) };
+}
+
+/** Checks bytes and header before any pixel is decoded. */
+export async function inspectImage(bytes: Uint8Array, limits: ImageLimits = DEFAULT_IMAGE_LIMITS): Promise<{ format: ImageFormat; width: number; height: number; orientation: number }> {
+  if (bytes.length === 0) throw new SamEdgeError("IMAGE_EMPTY", "the image is empty (0 bytes); send a JPEG, PNG or WebP file");
+  if (bytes.length > limits.maxBytes) {
+    throw new SamEdgeError("IMAGE_TOO_LARGE", `the image is ${bytes.length} bytes; the limit is ${limits.maxBytes} bytes`);
+  }
+  const format = sniffFormat(bytes);
+  if (!format) {
+    const head = Buffer.from(bytes.subarray(0, 8)).toString("hex");
+    throw new SamEdgeError("IMAGE_UNSUPPORTED", `the bytes are not a JPEG, PNG or WebP image (they start with 0x${head}); send one of those formats`);
+  }
+  let meta: Awaited<ReturnType<ReturnType<typeof sharp>["metadata"]>>;
+  try {
+    meta = await sharp(bytes).metadata();
+  } catch (err) {
+    throw new SamEdgeError("IMAGE_CORRUPT", `the ${format.toUpperCase()} header cannot be read: ${(err as Error).message}`, { cause: err });
+  }
+  const { width, height } = meta;
+  if (!width || !height) throw new SamEdgeError("IMAGE_CORRUPT", `the ${format.toUpperCase()} image declares no size`);
+  if (width * height > limits.maxPixels) {
+    throw new SamEdgeError("IMAGE_TOO_LARGE", `the image declares ${width}x${height} pixels; the limit is ${limits.maxPixels} pixels in all`);
+  }
+  const orientation = meta.orientation ?? 1;
+  // Orientations 5-8 turn the image a quarter: the upright image has width and height swapped.
+  const swap = orientation >= 5 && orientation <= 8;
+  return { format, width: swap ? height : width, height: swap ? width : height, orientation };
+}
+
+/** Decodes, turns upright and resizes to the encoder's longest side, in one sharp pipeline. */
+export async function loadForModel(bytes: Uint8Array, longest: number, limits: ImageLimits = DEFAULT_IMAGE_LIMITS): Promise<ModelImage> {
+  const info = await inspectImage(bytes, limits);
+  const target = resizedShape(info.width, info.height, longest);
+  try {
+    const rgb = await sharp(bytes, { limitInputPixels: limits.maxPixels, failOn: "truncated" })
+      .rotate()
+      .removeAlpha()
+      .toColourspace("srgb")
+      .resize(target.width, target.height, { fit: "fill", kernel: "linear" })
+      .raw()
+      .toBuffer();
+    return { width: info.width, height: info.height, resizedWidth: target.width, resizedHeight: target.height, rgb };
+  } catch (err) {
+    throw new SamEdgeError("IMAGE_CORRUPT", `the ${info.format.toUpperCase()} image cannot be decoded: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** RGB bytes -> [1,3,S,S] float32, normalised per channel, zero-padded bottom and right. */
+export function normaliseAndPad(image: ModelImage, size: number, mean: readonly number[], std: readonly number[]): Float32Array {
+  const out = new Float32Array(3 * size * size);
+  const { rgb, resizedWidth: w, resizedHeight: h } = image;
+  const plane = size * size;
+  for (let c = 0; c < 3; c++) {
+    const m = mean[c]!;
+    const inv = 1 / std[c]!;
+    const base = c * plane;
+    for (let y = 0; y < h; y++) {
+      let src = y * w * 3 + c;
+      let dst = base + y * size;
+      for (let x = 0; x < w; x++, src += 3, dst++) out[dst] = (rgb[src]! - m) * inv;
+    }
+  }
+  return out;
+}

@@ -1,0 +1,40 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SamModel } from "../agent/src/model/sam-model.ts";
+import { SegmentEngine } from "../agent/src/segment/engine.ts";
+import { maskIoU } from "../agent/src/segment/mask.ts";
+import { loadScene, TINY_SAM_DIR, type Scene } from "./helpers/scenes.ts";
+
+// The bundled model is the fixture of every other test: this one checks that it loads
+// through onnxruntime-node with SAM's reference interface and that its masks find objects.
+describe("bundled tiny-sam model", () => {
+  let model: SamModel;
+  let engine: SegmentEngine;
+  let scene: Scene;
+
+  beforeAll(async () => {
+    model = await SamModel.load(TINY_SAM_DIR);
+    engine = new SegmentEngine(model);
+    scene = await loadScene("landscape");
+  });
+  afterAll(async () => model.release());
+
+  it("has SAM's reference ONNX layout", () => {
+    expect(model.encoderLayout).toMatchObject({ kind: "normalized-chw", input: "images", output: "image_embeddings" });
+    expect(model.decoderLayout).toMatchObject({ hasMaskInput: true, hasOrigImSize: true, fullMasks: "masks", lowResMasks: "low_res_masks", batched: false });
+    expect(model.canBatch).toBe(true);
+  });
+
+  it("segments the clicked object, and another object for another click", async () => {
+    const [a, b] = scene.objects;
+    const first = await engine.segment(scene.bytes, { points: [{ x: a!.click[0], y: a!.click[1], label: 1 }] });
+    const second = await engine.segment(scene.bytes, { points: [{ x: b!.click[0], y: b!.click[1], label: 1 }] });
+
+    expect(first.masks).toHaveLength(3); // a lone click is ambiguous: SAM's three answers
+    expect(first.masks[0]!.mask.width).toBe(scene.width);
+    expect(first.masks[0]!.mask.height).toBe(scene.height);
+    expect(maskIoU(first.masks[0]!.mask, scene.truth(a!.label))).toBeGreaterThan(0.85);
+    expect(maskIoU(second.masks[0]!.mask, scene.truth(b!.label))).toBeGreaterThan(0.85);
+    expect(maskIoU(first.masks[0]!.mask, second.masks[0]!.mask)).toBeLessThan(0.1);
+    expect(second.cached).toBe(true); // same bytes: only the decoder ran
+  });
+});

@@ -1,0 +1,48 @@
+import { execFile } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SamModel } from "../agent/src/model/sam-model.ts";
+import { SegmentEngine } from "../agent/src/segment/engine.ts";
+import { loadScene } from "./helpers/scenes.ts";
+
+const run = promisify(execFile);
+const SCRIPTS = fileURLToPath(new URL("../scripts/train-tiny-sam/", import.meta.url));
+
+// The training script must not rot: CI trains a few steps on small batches, exports the
+// result and loads it through the engine, the way the shipped model was made.
+describe("scripts/train-tiny-sam smoke run", () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "tiny-sam-smoke-"));
+  });
+  afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+  it("trains, logs, exports a loadable SAM-layout model, and evaluates it", { timeout: 600_000 }, async () => {
+    const config = join(dir, "smoke.json");
+    await writeFile(config, JSON.stringify({ steps: 3, images_per_step: 2, targets_per_image: 1, val_every: 3, val_scenes: 2, warmup_steps: 1 }));
+    await run("python3", ["train.py", "--config", config, "--out", join(dir, "run")], { cwd: SCRIPTS });
+    const log = (await readFile(join(dir, "run", "log.jsonl"), "utf8")).trim().split("\n").map((l) => JSON.parse(l));
+    expect(log[0].params).toBeGreaterThan(100_000);
+    expect(log.at(-1)).toMatchObject({ step: 3 });
+    expect(log.at(-1).val_1click).toBeGreaterThanOrEqual(0);
+
+    await run("python3", ["export.py", "--checkpoint", join(dir, "run", "checkpoint.pt"), "--out", join(dir, "model")], { cwd: SCRIPTS });
+    const manifest = JSON.parse(await readFile(join(dir, "model", "manifest.json"), "utf8"));
+    expect(Object.keys(manifest.sha256).sort()).toEqual(["tiny-sam.decoder-batch.onnx", "tiny-sam.decoder.onnx", "tiny-sam.encoder.onnx"]);
+
+    const model = await SamModel.load(join(dir, "model"));
+    const scene = await loadScene("small");
+    const result = await new SegmentEngine(model).segment(scene.bytes, { box: [10, 10, 120, 90] });
+    expect(result.masks[0]!.mask.data.length).toBe(scene.width * scene.height);
+    await model.release();
+
+    const { stdout } = await run("python3", ["evaluate.py", "--model", join(dir, "model"), "--scenes", "2"], { cwd: SCRIPTS });
+    const metrics = JSON.parse(stdout);
+    expect(metrics.miou_1click).toBeGreaterThanOrEqual(0);
+    expect(metrics.miou_by_clicks).toHaveLength(4);
+  });
+});

@@ -1,0 +1,157 @@
+import { SamEdgeError } from "../../errors.ts";
+import type { BinaryMask } from "../mask.ts";
+import { assertMaskSize, assertValidMask } from "./validate.ts";
+
+/**
+ * COCO run-length encoding, as pycocotools' `mask.encode` returns it: runs walk the mask
+ * column by column (Fortran order), alternate 0s and 1s, and always start with a run of 0s
+ * (of length 0 when the top-left pixel is set).
+ */
+export interface CocoRle {
+  size: [height: number, width: number];
+  counts: string;
+}
+
+/** The uncompressed form COCO uses for `iscrowd` annotations: the runs as plain numbers. */
+export interface UncompressedCocoRle {
+  size: [height: number, width: number];
+  counts: number[];
+}
+
+/** Encodes a mask; `counts` is byte-identical to pycocotools' compressed string. */
+export function encodeRle(mask: BinaryMask): CocoRle {
+  assertValidMask(mask, "encodeRle");
+  return { size: [mask.height, mask.width], counts: runsToString(columnMajorRuns(mask)) };
+}
+
+/** Decodes either the compressed string form or the uncompressed number[] form. */
+export function decodeRle(rle: CocoRle | UncompressedCocoRle): BinaryMask {
+  const [height, width] = readSize(rle);
+  const runs = typeof rle.counts === "string" ? runsFromString(rle.counts) : rle.counts;
+  return paintRuns(runs, width, height);
+}
+
+function columnMajorRuns(mask: BinaryMask): number[] {
+  const { width, height, data } = mask;
+  const runs: number[] = [];
+  let current = 0;
+  let length = 0;
+  for (let x = 0; x < width; x++) {
+    for (let y = 0; y < height; y++) {
+      const value = data[y * width + x] ? 1 : 0;
+      if (value !== current) {
+        runs.push(length);
+        current = value;
+        length = 0;
+      }
+      length++;
+    }
+  }
+  runs.push(length);
+  return runs;
+}
+
+/**
+ * pycocotools' rleToString: each run, minus the run two before it (from the fourth run on, the
+ * C code's `i > 2`), as a signed LEB128-like number in 5-bit groups, with 0x20 as the
+ * "more follows" bit, offset into the printable range by 48.
+ */
+function runsToString(runs: readonly number[]): string {
+  let out = "";
+  for (let i = 0; i < runs.length; i++) {
+    let x = runs[i]! - (i > 2 ? runs[i - 2]! : 0);
+    let more = true;
+    while (more) {
+      let c = x & 0x1f;
+      // Sizes are capped at 100 megapixels, so runs and their differences fit in 32 bits.
+      x >>= 5;
+      more = c & 0x10 ? x !== -1 : x !== 0;
+      if (more) c |= 0x20;
+      out += String.fromCharCode(c + 48);
+    }
+  }
+  return out;
+}
+
+/** A 100-megapixel count needs 6 groups of 5 bits; more than this is hostile input, not a mask. */
+const MAX_GROUPS_PER_RUN = 7;
+
+/** pycocotools' rleFrString, rejecting what the C code would silently misread. */
+function runsFromString(counts: string): number[] {
+  const runs: number[] = [];
+  let p = 0;
+  while (p < counts.length) {
+    let x = 0;
+    let groups = 0;
+    let more = true;
+    while (more) {
+      if (p >= counts.length) throw invalidCounts("it ends in the middle of a number");
+      const c = counts.charCodeAt(p) - 48;
+      if (c < 0 || c > 0x3f) throw invalidCounts(`character ${JSON.stringify(counts[p])} at ${p} is outside '0'..'o'`);
+      if (groups === MAX_GROUPS_PER_RUN) throw invalidCounts(`the number at ${p} is too long`);
+      // Multiplication, not <<, so 35-bit values cannot wrap around in 32-bit integer maths.
+      x += (c & 0x1f) * 2 ** (5 * groups);
+      more = (c & 0x20) !== 0;
+      p++;
+      groups++;
+      if (!more && c & 0x10) x -= 2 ** (5 * groups);
+    }
+    if (runs.length > 2) x += runs[runs.length - 2]!;
+    runs.push(x);
+  }
+  return runs;
+}
+
+function invalidCounts(why: string): SamEdgeError {
+  return new SamEdgeError("MASK_INVALID", `RLE counts string is not valid: ${why}; send counts as pycocotools' mask.encode writes them`);
+}
+
+function readSize(rle: CocoRle | UncompressedCocoRle): [number, number] {
+  const size: unknown = rle?.size;
+  if (!Array.isArray(size) || size.length !== 2) {
+    throw new SamEdgeError("MASK_INVALID", "RLE size must be [height, width]");
+  }
+  const [height, width] = size as [number, number];
+  assertMaskSize(width, height, "RLE size");
+  return [height, width];
+}
+
+/** Paints the 1-runs (every second run) column by column into a row-major mask. */
+function paintRuns(runs: unknown, width: number, height: number): BinaryMask {
+  assertRunsCover(runs, width * height);
+  const data = new Uint8Array(width * height);
+  let position = 0;
+  for (let i = 0; i < runs.length; i++) {
+    if (i % 2 === 1) paintColumnMajor(data, width, height, position, runs[i]!);
+    position += runs[i]!;
+  }
+  return { width, height, data };
+}
+
+/** Runs come from untrusted JSON: they must be non-negative integers adding up to the mask's area. */
+function assertRunsCover(runs: unknown, total: number): asserts runs is number[] {
+  if (!Array.isArray(runs)) throw new SamEdgeError("MASK_INVALID", "RLE counts must be a string or an array of numbers");
+  let sum = 0;
+  for (let i = 0; i < runs.length; i++) {
+    const run: unknown = runs[i];
+    if (typeof run !== "number" || !Number.isInteger(run) || run < 0) {
+      throw new SamEdgeError("MASK_INVALID", `RLE run ${i} is ${String(run)}; every run must be a non-negative integer`);
+    }
+    sum += run;
+  }
+  if (sum !== total) {
+    throw new SamEdgeError("MASK_INVALID", `RLE counts add up to ${sum} pixels but the size needs ${total}; send counts that cover the mask exactly`);
+  }
+}
+
+function paintColumnMajor(data: Uint8Array, width: number, height: number, start: number, length: number): void {
+  let x = Math.floor(start / height);
+  let y = start % height;
+  for (let n = 0; n < length; n++) {
+    data[y * width + x] = 1;
+    if (++y === height) {
+      y = 0;
+      x++;
+    }
+  }
+}

@@ -5,6 +5,8 @@ import { FolderSource } from "./capture/folder.ts";
 import { isSamEdgeError, SamEdgeError } from "./errors.ts";
 import { SamModel } from "./model/sam-model.ts";
 import { SegmentEngine, type MaskResult } from "./segment/engine.ts";
+import { segmentEverything, type EverythingMask } from "./segment/everything.ts";
+import { encodeRle, maskToPng, maskToPngBase64, maskToPolygons, overlayImage } from "./segment/formats/index.ts";
 import type { Box, Point, Prompt } from "./segment/prompts.ts";
 
 export const BUNDLED_MODEL_DIR = fileURLToPath(new URL("../../models/tiny-sam/", import.meta.url));
@@ -13,9 +15,13 @@ export const SAMPLES_DIR = fileURLToPath(new URL("../samples/", import.meta.url)
 const USAGE = `usage:
   sam-edge run [--model DIR] [--frames DIR] [--interval-ms N] [--once]
       segments each frame of a folder (default: the bundled samples) and prints one JSON line per frame
-  sam-edge segment IMAGE --point x,y[,label] ... [--box x0,y0,x1,y1] [--multimask]
-                   [--model DIR] [--format json|png] [--out FILE]
-      prints the result as JSON (masks as base64 PNG), or writes the best mask as a PNG`;
+  sam-edge segment IMAGE (--point x,y[,label] ... [--box x0,y0,x1,y1] [--multimask] | --everything [--points-per-side N])
+                   [--model DIR] [--format json|rle|polygon|png|overlay] [--tolerance PX] [--out FILE]
+      prints the result as JSON with each mask as a base64 PNG (json), COCO RLE (rle) or polygons
+      with holes (polygon); png writes the best mask as a PNG, overlay a JPEG of the masks on the image`;
+
+const FORMATS = ["json", "rle", "polygon", "png", "overlay"] as const;
+type Format = (typeof FORMATS)[number];
 
 function usageError(message: string): SamEdgeError {
   return new SamEdgeError("PROMPT_INVALID", `${message}\n${USAGE}`);
@@ -39,12 +45,20 @@ export function parseBox(text: string): Box {
   return numbers(text, "--box", [4]) as Box;
 }
 
-async function maskJson(m: MaskResult): Promise<Record<string, unknown>> {
-  const { maskToPngBase64 } = await import("./segment/formats/index.ts");
-  return { bbox: m.bbox, area: m.area, confidence: round(m.confidence), stability: round(m.stability), mask: await maskToPngBase64(m.mask) };
-}
-
 const round = (v: number): number => Math.round(v * 1e4) / 1e4;
+
+async function maskJson(m: MaskResult | EverythingMask, format: Format, tolerance: number): Promise<Record<string, unknown>> {
+  const encoded =
+    format === "rle" ? { rle: encodeRle(m.mask) } : format === "polygon" ? { polygons: maskToPolygons(m.mask, { tolerance }) } : { mask: await maskToPngBase64(m.mask) };
+  return {
+    bbox: m.bbox,
+    area: m.area,
+    confidence: round(m.confidence),
+    stability: round(m.stability),
+    ...("point" in m ? { point: m.point } : {}),
+    ...encoded,
+  };
+}
 
 async function segmentCommand(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
@@ -54,13 +68,21 @@ async function segmentCommand(args: string[]): Promise<void> {
       point: { type: "string", multiple: true },
       box: { type: "string" },
       multimask: { type: "boolean" },
+      everything: { type: "boolean" },
+      "points-per-side": { type: "string", default: "32" },
       model: { type: "string" },
       format: { type: "string", default: "json" },
+      tolerance: { type: "string", default: "1" },
       out: { type: "string" },
     },
   });
   if (positionals.length !== 1) throw usageError("segment takes exactly one IMAGE");
-  if (values.format !== "json" && values.format !== "png") throw usageError(`--format must be json or png, not "${values.format}"`);
+  const format = values.format as Format;
+  if (!FORMATS.includes(format)) throw usageError(`--format must be one of ${FORMATS.join(", ")}, not "${values.format}"`);
+  const tolerance = Number(values.tolerance);
+  if (!(tolerance >= 0)) throw usageError(`--tolerance must be a number of pixels >= 0`);
+  if (values.everything && (values.point || values.box)) throw usageError("--everything takes no --point or --box");
+  if (values.everything && format === "png") throw usageError("--format png writes one mask; with --everything use json, rle, polygon or overlay");
   const prompt: Prompt = { points: (values.point ?? []).map(parsePoint), ...(values.box ? { box: parseBox(values.box) } : {}) };
   let bytes: Buffer;
   try {
@@ -70,17 +92,19 @@ async function segmentCommand(args: string[]): Promise<void> {
   }
   const model = await SamModel.load(values.model ?? BUNDLED_MODEL_DIR);
   try {
-    const result = await new SegmentEngine(model).segment(bytes, prompt, values.multimask ? { multimask: true } : {});
-    if (values.format === "png") {
-      const { maskToPng } = await import("./segment/formats/index.ts");
-      const png = await maskToPng(result.masks[0]!.mask);
-      if (values.out) await writeFile(values.out, png);
-      else process.stdout.write(png);
-      return;
+    const engine = new SegmentEngine(model);
+    const result = values.everything
+      ? await segmentEverything(engine, bytes, { pointsPerSide: Number(values["points-per-side"]) })
+      : await engine.segment(bytes, prompt, values.multimask ? { multimask: true } : {});
+    let output: string | Buffer;
+    if (format === "png") output = await maskToPng(result.masks[0]!.mask);
+    else if (format === "overlay") output = await overlayImage(bytes, result.masks.map((m) => m.mask));
+    else {
+      const masks = await Promise.all(result.masks.map((m) => maskJson(m, format, tolerance)));
+      output = JSON.stringify({ width: result.width, height: result.height, masks, timings: result.timings }) + "\n";
     }
-    const json = JSON.stringify({ width: result.width, height: result.height, masks: await Promise.all(result.masks.map(maskJson)), timings: result.timings });
-    if (values.out) await writeFile(values.out, json + "\n");
-    else console.log(json);
+    if (values.out) await writeFile(values.out, output);
+    else process.stdout.write(output);
   } finally {
     await model.release();
   }

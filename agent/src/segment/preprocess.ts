@@ -35,6 +35,17 @@ export function sniffFormat(bytes: Uint8Array): ImageFormat | undefined {
   return undefined;
 }
 
+/**
+ * Width and height from a PNG's IHDR chunk (which the spec puts first), read without a
+ * decoder: a decompression bomb is refused before any library sees it. Undefined when the
+ * bytes are not a PNG with a complete header.
+ */
+export function pngDeclaredSize(bytes: Uint8Array): { width: number; height: number } | undefined {
+  const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (b.length < 24 || sniffFormat(b) !== "png" || b.toString("latin1", 12, 16) !== "IHDR") return undefined;
+  return { width: b.readUInt32BE(16), height: b.readUInt32BE(20) };
+}
+
 /** SAM's ResizeLongestSide.get_preprocess_shape. */
 export function resizedShape(width: number, height: number, longest: number): { width: number; height: number } {
   const scale = longest / Math.max(width, height);
@@ -51,6 +62,10 @@ export async function inspectImage(bytes: Uint8Array, limits: ImageLimits = DEFA
   if (!format) {
     const head = Buffer.from(bytes.subarray(0, 8)).toString("hex");
     throw new SamEdgeError("IMAGE_UNSUPPORTED", `the bytes are not a JPEG, PNG or WebP image (they start with 0x${head}); send one of those formats`);
+  }
+  const declared = format === "png" ? pngDeclaredSize(bytes) : undefined;
+  if (declared && declared.width * declared.height > limits.maxPixels) {
+    throw new SamEdgeError("IMAGE_TOO_LARGE", `the PNG declares ${declared.width}x${declared.height} pixels; the limit is ${limits.maxPixels} pixels in all`);
   }
   let meta: Awaited<ReturnType<ReturnType<typeof sharp>["metadata"]>>;
   try {

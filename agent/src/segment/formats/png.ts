@@ -1,11 +1,9 @@
 import sharp from "sharp";
 import { SamEdgeError } from "../../errors.ts";
 import type { BinaryMask } from "../mask.ts";
+import { pngDeclaredSize } from "../preprocess.ts";
 import { assertMaskSize, assertValidMask, MAX_MASK_PIXELS } from "./validate.ts";
 
-const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-/** Signature (8) + IHDR length (4) + "IHDR" (4) + width (4) + height (4). */
-const PNG_HEADER_BYTES = 24;
 
 /** A 1-channel 8-bit greyscale PNG: 255 where the mask is set, 0 elsewhere. */
 export async function maskToPng(mask: BinaryMask): Promise<Buffer> {
@@ -48,16 +46,13 @@ export async function maskFromPng(png: Uint8Array): Promise<BinaryMask> {
   return { width, height, data };
 }
 
-/** Reads width and height from the IHDR chunk, which the PNG spec requires to come first. */
 function readPngSize(png: Uint8Array): { width: number; height: number } {
   if (png.length === 0) throw new SamEdgeError("MASK_INVALID", "the mask PNG is empty (0 bytes); send a PNG file");
-  const bytes = Buffer.from(png.buffer, png.byteOffset, png.byteLength);
-  if (bytes.length < PNG_HEADER_BYTES || !bytes.subarray(0, 8).equals(PNG_SIGNATURE) || bytes.toString("latin1", 12, 16) !== "IHDR") {
-    const head = bytes.subarray(0, 8).toString("hex");
+  const size = pngDeclaredSize(png);
+  if (!size) {
+    const head = Buffer.from(png.subarray(0, 8)).toString("hex");
     throw new SamEdgeError("MASK_INVALID", `the mask is not a PNG file (it starts with 0x${head}); send a PNG`);
   }
-  const width = bytes.readUInt32BE(16);
-  const height = bytes.readUInt32BE(20);
-  assertMaskSize(width, height, "the mask PNG header");
-  return { width, height };
+  assertMaskSize(size.width, size.height, "the mask PNG header");
+  return size;
 }

@@ -43,14 +43,25 @@ class DecoderOnnx(nn.Module):
 
     def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input, orig_im_size):
         low_res, scores = self.model.decode(image_embeddings, point_coords, point_labels, mask_input, has_mask_input)
-        masks = F.interpolate(low_res, size=(IMG_SIZE, IMG_SIZE), mode="bilinear", align_corners=False)
-        # As SamOnnxModel.mask_postprocessing: crop the padding, then resize to the original size.
-        scale = IMG_SIZE / torch.max(orig_im_size)
-        prepadded = torch.floor(orig_im_size * scale + 0.5).to(torch.int64)
-        masks = masks[..., : prepadded[0], : prepadded[1]]
-        size = orig_im_size.to(torch.int64)
-        masks = F.interpolate(masks, size=(size[0], size[1]), mode="bilinear", align_corners=False)
-        return masks, scores, low_res
+        return original_size_masks(low_res, orig_im_size), scores, low_res
+
+
+def original_size_masks(low_res: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
+    """SamOnnxModel.mask_postprocessing (upsample to 1024, crop the padding, resize to the
+    original size) in one resize: crop the low-res logits to the cells that hold the image,
+    resize them so each cell spans what it spans in the original, then crop to the original
+    size. Same geometry to half an original pixel, without the 1024x1024 intermediate that
+    cost most of the decoder's time on a CPU."""
+    side = low_res.shape[-1]
+    cell = IMG_SIZE / side
+    scale = IMG_SIZE / torch.max(orig_im_size)
+    prepadded = torch.floor(orig_im_size * scale + 0.5)
+    cells = torch.ceil(prepadded / cell)
+    target = torch.floor(orig_im_size * cells * cell / prepadded + 0.5).to(torch.int64)
+    cells = cells.to(torch.int64)
+    size = orig_im_size.to(torch.int64)
+    masks = F.interpolate(low_res[..., : cells[0], : cells[1]], size=(target[0], target[1]), mode="bilinear", align_corners=False)
+    return masks[..., : size[0], : size[1]]
 
 
 def export(model: TinySam, out: Path, name: str = "tiny-sam") -> list[Path]:

@@ -88,7 +88,7 @@ async function segmentCommand(args: string[]): Promise<void> {
   try {
     bytes = await readFile(positionals[0]!);
   } catch (err) {
-    throw new SamEdgeError("IMAGE_EMPTY", `cannot read ${positionals[0]}: ${(err as Error).message}`);
+    throw new SamEdgeError("IMAGE_NOT_FOUND", `cannot read ${positionals[0]}: ${(err as Error).message}`);
   }
   const model = await SamModel.load(values.model ?? BUNDLED_MODEL_DIR);
   try {

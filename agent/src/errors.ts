@@ -4,6 +4,7 @@
  * the CLI prints `code: message` and exits non-zero.
  */
 export type ErrorCode =
+  | "IMAGE_NOT_FOUND"
   | "IMAGE_EMPTY"
   | "IMAGE_UNSUPPORTED"
   | "IMAGE_CORRUPT"

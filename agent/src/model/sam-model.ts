@@ -158,6 +158,9 @@ async function openSession(dir: string, file: string, config: SessionConfig, man
 
 /** An encoder + decoder pair, ready to run. Nothing else in the agent talks to onnxruntime. */
 export class SamModel {
+  /** Milliseconds spent inside onnxruntime's session.run: benchmarks separate model time from ours. */
+  sessionMs = 0;
+
   private constructor(
     readonly dir: string,
     readonly manifest: ModelManifest,
@@ -230,10 +233,13 @@ export class SamModel {
   }
 
   private async run(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>, file: string): Promise<ort.InferenceSession.ReturnType> {
+    const start = performance.now();
     try {
       return await session.run(feeds);
     } catch (err) {
       throw new SamEdgeError("MODEL_FAILED", `${file} failed to run: ${(err as Error).message}`, { cause: err });
+    } finally {
+      this.sessionMs += performance.now() - start;
     }
   }
 

@@ -1,0 +1,91 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SamModel } from "../agent/src/model/sam-model.ts";
+import { SegmentEngine } from "../agent/src/segment/engine.ts";
+import { boxIoU, nms, pointGrid, segmentEverything } from "../agent/src/segment/everything.ts";
+import { maskArea, maskIoU, type BinaryMask } from "../agent/src/segment/mask.ts";
+import { removeSmallRegions } from "../agent/src/segment/regions.ts";
+import { loadScene, TINY_SAM_DIR } from "./helpers/scenes.ts";
+
+describe("Everything mode building blocks", () => {
+  it("builds SAM's point grid: cell centres, row by row", () => {
+    expect(pointGrid(2)).toEqual([
+      [0.25, 0.25],
+      [0.75, 0.25],
+      [0.25, 0.75],
+      [0.75, 0.75],
+    ]);
+    expect(pointGrid(1)).toEqual([[0.5, 0.5]]);
+  });
+
+  it("suppresses boxes that overlap a better one, keeps the rest", () => {
+    expect(boxIoU([0, 0, 10, 10], [5, 0, 10, 10])).toBeCloseTo(50 / 150);
+    const kept = nms(
+      [
+        [0, 0, 10, 10],
+        [1, 0, 10, 10],
+        [50, 50, 5, 5],
+      ],
+      [0.8, 0.9, 0.7],
+      0.7,
+    );
+    expect(kept).toEqual([1, 2]);
+  });
+
+  it("fills small holes and drops small islands", () => {
+    const width = 20;
+    const data = new Uint8Array(width * 20);
+    for (let y = 2; y < 12; y++) for (let x = 2; x < 12; x++) data[y * width + x] = 1;
+    data[5 * width + 5] = 0; // a one-pixel hole
+    data[18 * width + 18] = 1; // a one-pixel island
+    const { mask, area } = removeSmallRegions({ width, height: 20, data }, 4);
+    expect(mask.data[5 * width + 5]).toBe(1);
+    expect(mask.data[18 * width + 18]).toBe(0);
+    expect(area).toBe(100);
+    expect(maskArea(mask)).toBe(100);
+  });
+});
+
+describe("Everything mode on the bundled model", () => {
+  let model: SamModel;
+  let engine: SegmentEngine;
+  beforeAll(async () => {
+    model = await SamModel.load(TINY_SAM_DIR);
+    engine = new SegmentEngine(model);
+  });
+  afterAll(async () => model.release());
+
+  it.each(["landscape", "square"])("finds the objects of %s once each", async (name) => {
+    const scene = await loadScene(name);
+    const result = await segmentEverything(engine, scene.bytes, { pointsPerSide: 16 });
+    const masks = result.masks.map((m) => m.mask);
+    const found = scene.objects.filter((o) => bestIoU(scene.truth(o.label), masks) >= 0.7);
+    expect(found.length / scene.objects.length, `found ${found.length} of ${scene.objects.length} objects in ${masks.length} masks`).toBeGreaterThanOrEqual(0.8);
+    for (let i = 0; i < masks.length; i++) {
+      for (let j = i + 1; j < masks.length; j++) expect(maskIoU(masks[i]!, masks[j]!)).toBeLessThanOrEqual(0.7);
+    }
+    for (const m of result.masks) {
+      expect(m.confidence).toBeGreaterThanOrEqual(0.88);
+      expect(m.stability).toBeGreaterThanOrEqual(0.95);
+      expect(m.mask.data[Math.round(m.point[1]) * scene.width + Math.round(m.point[0])]).toBeDefined();
+    }
+    expect(result.counts.candidates).toBe(16 * 16 * 3);
+  });
+
+  it("gives the same masks batched as looped", async () => {
+    const scene = await loadScene("small");
+    const batched = await segmentEverything(engine, scene.bytes, { pointsPerSide: 6 });
+    const looped = await segmentEverything(engine, scene.bytes, { pointsPerSide: 6, forceLoop: true });
+    expect(batched.masks.length).toBe(looped.masks.length);
+    batched.masks.forEach((m, i) => expect(maskIoU(m.mask, looped.masks[i]!.mask)).toBeGreaterThan(0.99));
+  });
+
+  it("rejects out-of-range settings", async () => {
+    const scene = await loadScene("small");
+    await expect(segmentEverything(engine, scene.bytes, { pointsPerSide: 65 })).rejects.toMatchObject({ code: "PROMPT_INVALID" });
+    await expect(segmentEverything(engine, scene.bytes, { predIouThresh: 1.5 })).rejects.toMatchObject({ code: "PROMPT_INVALID" });
+  });
+});
+
+function bestIoU(truth: BinaryMask, masks: BinaryMask[]): number {
+  return Math.max(0, ...masks.map((m) => maskIoU(m, truth)));
+}

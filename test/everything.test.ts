@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SamModel } from "../agent/src/model/sam-model.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
-import { boxIoU, nms, pointGrid, segmentEverything } from "../agent/src/segment/everything.ts";
+import { boxIoU, cropBoxes, nms, pointGrid, segmentEverything } from "../agent/src/segment/everything.ts";
 import { maskArea, maskIoU, type BinaryMask } from "../agent/src/segment/mask.ts";
 import { removeSmallRegions } from "../agent/src/segment/regions.ts";
 import { loadScene, TINY_SAM_DIR } from "./helpers/scenes.ts";
@@ -15,6 +15,24 @@ describe("Everything mode building blocks", () => {
       [0.75, 0.75],
     ]);
     expect(pointGrid(1)).toEqual([[0.5, 0.5]]);
+  });
+
+  it("lays out crop layers as SAM does: the image, then 2x2 overlapping crops", () => {
+    // overlap = floor(512/1500 * 480) = 163; crops 402x322, so the second row/column starts at 402-163 and 322-163.
+    const crops = cropBoxes(640, 480, 1, 512 / 1500);
+    expect(crops).toHaveLength(5);
+    expect(crops[0]).toEqual({ box: [0, 0, 640, 480], layer: 0 });
+    for (const { box } of crops.slice(1)) {
+      expect(box[2] - box[0]).toBeGreaterThan(320);
+      expect(box[2]).toBeLessThanOrEqual(640);
+      expect(box[3]).toBeLessThanOrEqual(480);
+    }
+    expect(crops.slice(1).map((c) => [c.box[0], c.box[1]])).toEqual([
+      [0, 0],
+      [0, 159],
+      [239, 0],
+      [239, 159],
+    ]);
   });
 
   it("suppresses boxes that overlap a better one, keeps the rest", () => {
@@ -79,10 +97,22 @@ describe("Everything mode on the bundled model", () => {
     batched.masks.forEach((m, i) => expect(maskIoU(m.mask, looped.masks[i]!.mask)).toBeGreaterThan(0.99));
   });
 
+  it("with a crop layer, returns full-size masks that still find the objects", async () => {
+    const scene = await loadScene("landscape");
+    const result = await segmentEverything(engine, scene.bytes, { pointsPerSide: 8, cropNLayers: 1 });
+    expect(result.counts.candidates).toBe(5 * 8 * 8 * 3);
+    for (const m of result.masks) expect([m.mask.width, m.mask.height]).toEqual([640, 480]);
+    const found = scene.objects.filter((o) => bestIoU(scene.truth(o.label), result.masks.map((m) => m.mask)) >= 0.7);
+    expect(found.length / scene.objects.length).toBeGreaterThanOrEqual(0.6);
+  });
+
   it("rejects out-of-range settings", async () => {
     const scene = await loadScene("small");
     await expect(segmentEverything(engine, scene.bytes, { pointsPerSide: 65 })).rejects.toMatchObject({ code: "PROMPT_INVALID" });
     await expect(segmentEverything(engine, scene.bytes, { predIouThresh: 1.5 })).rejects.toMatchObject({ code: "PROMPT_INVALID" });
+    await expect(segmentEverything(engine, scene.bytes, { cropNLayers: 9 })).rejects.toMatchObject({ code: "PROMPT_INVALID" });
+    const { embedding } = await engine.embed(scene.bytes);
+    await expect(segmentEverything(engine, embedding, { cropNLayers: 1 })).rejects.toMatchObject({ code: "PROMPT_INVALID" });
   });
 });
 

@@ -1,6 +1,7 @@
+import sharp from "sharp";
 import { SamEdgeError } from "../errors.ts";
 import type { SegmentEngine, ImageEmbedding, MaskResult } from "./engine.ts";
-import { maskBBox, type BBox } from "./mask.ts";
+import { maskBBox, type BBox, type BinaryMask } from "./mask.ts";
 import { MASK_THRESHOLD, STABILITY_OFFSET, thresholdLogits, upsampleLowRes } from "./postprocess.ts";
 import { removeSmallRegions } from "./regions.ts";
 
@@ -14,6 +15,12 @@ export interface EverythingOptions {
   boxNmsThresh: number;
   /** Holes and islands smaller than this (pixels) are filled / removed; 0 keeps masks as they are. */
   minMaskRegionArea: number;
+  /** Extra layers of overlapping crops (layer i: 2^i x 2^i crops), each re-encoded. */
+  cropNLayers: number;
+  cropOverlapRatio: number;
+  cropNmsThresh: number;
+  /** Layer i prompts pointsPerSide / factor^i points per side. */
+  cropNPointsDownscaleFactor: number;
   /** Loop over single prompts even when the decoder takes a batch (benchmarks compare the two). */
   forceLoop: boolean;
 }
@@ -25,6 +32,10 @@ export const DEFAULT_EVERYTHING_OPTIONS: EverythingOptions = {
   stabilityScoreThresh: 0.95,
   boxNmsThresh: 0.7,
   minMaskRegionArea: 0,
+  cropNLayers: 0,
+  cropOverlapRatio: 512 / 1500,
+  cropNmsThresh: 0.7,
+  cropNPointsDownscaleFactor: 1,
   forceLoop: false,
 };
 
@@ -59,6 +70,10 @@ export function validateEverythingOptions(o: EverythingOptions): void {
     if (!Number.isFinite(v) || v < 0 || v > 1) throw bad(`${k} must be a number from 0 to 1, got ${v}`);
   }
   if (!Number.isInteger(o.minMaskRegionArea) || o.minMaskRegionArea < 0) throw bad(`min_mask_region_area must be a whole number of pixels`);
+  if (!Number.isInteger(o.cropNLayers) || o.cropNLayers < 0 || o.cropNLayers > 3) throw bad(`crop_n_layers must be 0, 1, 2 or 3`);
+  if (!(o.cropOverlapRatio >= 0 && o.cropOverlapRatio < 1)) throw bad(`crop_overlap_ratio must be at least 0 and below 1`);
+  if (!(o.cropNmsThresh >= 0 && o.cropNmsThresh <= 1)) throw bad(`crop_nms_thresh must be a number from 0 to 1`);
+  if (!Number.isInteger(o.cropNPointsDownscaleFactor) || o.cropNPointsDownscaleFactor < 1) throw bad(`crop_n_points_downscale_factor must be a whole number >= 1`);
 }
 
 /** Normalised centres of an n x n grid, as SAM's build_point_grid. */
@@ -114,28 +129,54 @@ function lowResBox(low: Float32Array, side: number, cellsW: number, cellsH: numb
   return { box, stability: lowCount === 0 ? 0 : high / lowCount };
 }
 
-/**
- * Everything mode: a grid of single-point prompts, each answered with SAM's three multimask
- * outputs, filtered by predicted IoU and stability, de-duplicated by box NMS. Scoring and NMS
- * work on the low-res logits; only the masks that survive are upsampled to the original size.
- */
-export async function segmentEverything(
-  engine: SegmentEngine,
-  image: Uint8Array | ImageEmbedding,
-  options: Partial<EverythingOptions> = {},
-): Promise<EverythingResult> {
-  const o = { ...DEFAULT_EVERYTHING_OPTIONS, ...options };
-  validateEverythingOptions(o);
-  const t0 = performance.now();
-  const emb = image instanceof Uint8Array ? (await engine.embed(image)).embedding : image;
-  const t1 = performance.now();
+/** A crop of the image: [x0, y0, x1, y1] and the layer it belongs to (0 = the whole image). */
+interface Crop {
+  box: [number, number, number, number];
+  layer: number;
+}
+
+/** SAM's generate_crop_boxes: the whole image, then 2^i x 2^i overlapping crops per layer i. */
+export function cropBoxes(width: number, height: number, layers: number, overlapRatio: number): Crop[] {
+  const crops: Crop[] = [{ box: [0, 0, width, height], layer: 0 }];
+  const shortSide = Math.min(width, height);
+  for (let layer = 1; layer <= layers; layer++) {
+    const n = 2 ** layer;
+    const overlap = Math.floor(overlapRatio * shortSide * (2 / n));
+    const cw = Math.ceil((overlap * (n - 1) + width) / n);
+    const ch = Math.ceil((overlap * (n - 1) + height) / n);
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < n; j++) {
+        const x0 = Math.floor((cw - overlap) * i);
+        const y0 = Math.floor((ch - overlap) * j);
+        crops.push({ box: [x0, y0, Math.min(x0 + cw, width), Math.min(y0 + ch, height)], layer });
+      }
+    }
+  }
+  return crops;
+}
+
+/** A box that touches its crop's edge where that edge is not the image's: cut off by the crop. */
+function nearCropEdge(box: BBox, crop: Crop, width: number, height: number): boolean {
+  const [x0, y0, x1, y1] = crop.box;
+  const near = (a: number, b: number) => Math.abs(a - b) <= 20;
+  const bx1 = box[0] + box[2];
+  const by1 = box[1] + box[3];
+  return (
+    (near(box[0], x0) && !near(box[0], 0)) ||
+    (near(box[1], y0) && !near(box[1], 0)) ||
+    (near(bx1, x1) && !near(bx1, width)) ||
+    (near(by1, y1) && !near(by1, height))
+  );
+}
+
+/** Prompts a grid over one embedded image; candidates that pass the IoU and stability filters. */
+async function gridCandidates(engine: SegmentEngine, emb: ImageEmbedding, pointsPerSide: number, o: EverythingOptions) {
   const model = engine.model;
   const inputSize = model.manifest.inputSize;
   const sx = emb.resizedWidth / emb.width;
   const sy = emb.resizedHeight / emb.height;
-  const points = pointGrid(o.pointsPerSide).map(([u, v]) => [u * emb.width, v * emb.height] as [number, number]);
+  const points = pointGrid(pointsPerSide).map(([u, v]) => [u * emb.width, v * emb.height] as [number, number]);
   const batch = o.forceLoop || !model.canBatch ? 1 : o.pointsPerBatch;
-
   const candidates: Candidate[] = [];
   let total = 0;
   let afterIou = 0;
@@ -171,26 +212,90 @@ export async function segmentEverything(
       }
     }
   }
-  const t2 = performance.now();
-  const kept = nms(
-    candidates.map((c) => c.box),
-    candidates.map((c) => c.confidence),
-    o.boxNmsThresh,
-  );
-  const side = Math.sqrt(candidates[0]?.lowRes.length ?? 0);
-  const masks: EverythingMask[] = kept.map((i) => {
-    const c = candidates[i]!;
-    const logits = upsampleLowRes(c.lowRes, side, inputSize, { width: emb.resizedWidth, height: emb.resizedHeight }, emb);
+  return { candidates, total, afterIou };
+}
+
+/**
+ * Everything mode: a grid of single-point prompts, each answered with SAM's three multimask
+ * outputs, filtered by predicted IoU and stability, de-duplicated by box NMS; with crop
+ * layers, the same again on overlapping crops (re-encoded), preferring masks from smaller
+ * crops. Scoring and NMS work on the low-res logits; only the masks that survive are
+ * upsampled to the original size.
+ */
+export async function segmentEverything(
+  engine: SegmentEngine,
+  image: Uint8Array | ImageEmbedding,
+  options: Partial<EverythingOptions> = {},
+): Promise<EverythingResult> {
+  const o = { ...DEFAULT_EVERYTHING_OPTIONS, ...options };
+  validateEverythingOptions(o);
+  if (o.cropNLayers > 0 && !(image instanceof Uint8Array)) {
+    throw new SamEdgeError("PROMPT_INVALID", "crop layers re-encode parts of the image: pass the image bytes, not an embedding");
+  }
+  const timings = { encodeMs: 0, decodeMs: 0, postprocessMs: 0 };
+  let t = performance.now();
+  const full = image instanceof Uint8Array ? (await engine.embed(image)).embedding : image;
+  timings.encodeMs += performance.now() - t;
+  const { width, height } = full;
+  const counts = { candidates: 0, afterIou: 0, afterStability: 0, afterNms: 0 };
+  const kept: { c: Candidate; crop: Crop; emb: ImageEmbedding }[] = [];
+  for (const crop of cropBoxes(width, height, o.cropNLayers, o.cropOverlapRatio)) {
+    t = performance.now();
+    const emb = crop.layer === 0 ? full : (await engine.embed(await cropImage(image as Uint8Array, crop))).embedding;
+    timings.encodeMs += performance.now() - t;
+    t = performance.now();
+    const side = Math.max(1, Math.floor(o.pointsPerSide / o.cropNPointsDownscaleFactor ** crop.layer));
+    const { candidates, total, afterIou } = await gridCandidates(engine, emb, side, o);
+    timings.decodeMs += performance.now() - t;
+    counts.candidates += total;
+    counts.afterIou += afterIou;
+    counts.afterStability += candidates.length;
+    const inCrop = candidates.filter((c) => crop.layer === 0 || !nearCropEdge(shift(c.box, crop), crop, width, height));
+    const survivors = nms(
+      inCrop.map((c) => c.box),
+      inCrop.map((c) => c.confidence),
+      o.boxNmsThresh,
+    );
+    for (const i of survivors) kept.push({ c: inCrop[i]!, crop, emb });
+  }
+  t = performance.now();
+  // Across crops, prefer the mask from the smaller crop: it saw the object at a higher resolution.
+  const area = (k: (typeof kept)[number]) => (k.crop.box[2] - k.crop.box[0]) * (k.crop.box[3] - k.crop.box[1]);
+  const final =
+    o.cropNLayers > 0
+      ? nms(
+          kept.map((k) => shift(k.c.box, k.crop)),
+          kept.map((k) => 1 / area(k)),
+          o.cropNmsThresh,
+        ).map((i) => kept[i]!)
+      : kept;
+  counts.afterNms = final.length;
+  const masks: EverythingMask[] = final.map(({ c, crop, emb }) => {
+    const side = Math.sqrt(c.lowRes.length);
+    const logits = upsampleLowRes(c.lowRes, side, engine.model.manifest.inputSize, { width: emb.resizedWidth, height: emb.resizedHeight }, emb);
     let { mask, area } = thresholdLogits(logits, emb.width, emb.height);
+    if (crop.layer > 0) mask = uncrop(mask, crop, width, height);
     if (o.minMaskRegionArea > 0) ({ mask, area } = removeSmallRegions(mask, o.minMaskRegionArea));
-    return { mask, bbox: maskBBox(mask), area, confidence: c.confidence, stability: c.stability, lowRes: c.lowRes, point: c.point };
+    const point: [number, number] = [c.point[0] + crop.box[0], c.point[1] + crop.box[1]];
+    return { mask, bbox: maskBBox(mask), area, confidence: c.confidence, stability: c.stability, lowRes: c.lowRes, point };
   });
-  const t3 = performance.now();
-  return {
-    width: emb.width,
-    height: emb.height,
-    masks: masks.filter((mk) => mk.area > 0),
-    counts: { candidates: total, afterIou, afterStability: candidates.length, afterNms: kept.length },
-    timings: { encodeMs: t1 - t0, decodeMs: t2 - t1, postprocessMs: t3 - t2 },
-  };
+  timings.postprocessMs += performance.now() - t;
+  return { width, height, masks: masks.filter((mk) => mk.area > 0), counts, timings };
+}
+
+function shift(box: BBox, crop: Crop): BBox {
+  return [box[0] + crop.box[0], box[1] + crop.box[1], box[2], box[3]];
+}
+
+async function cropImage(bytes: Uint8Array, crop: Crop): Promise<Buffer> {
+  const [x0, y0, x1, y1] = crop.box;
+  return sharp(bytes).rotate().extract({ left: x0, top: y0, width: x1 - x0, height: y1 - y0 }).png({ compressionLevel: 1 }).toBuffer();
+}
+
+function uncrop(mask: BinaryMask, crop: Crop, width: number, height: number): BinaryMask {
+  const data = new Uint8Array(width * height);
+  for (let y = 0; y < mask.height; y++) {
+    data.set(mask.data.subarray(y * mask.width, (y + 1) * mask.width), (y + crop.box[1]) * width + crop.box[0]);
+  }
+  return { width, height, data };
 }

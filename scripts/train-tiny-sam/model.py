@@ -295,12 +295,38 @@ class MaskDecoder(nn.Module):
         return masks, self.iou_head(iou_out)
 
 
+def prompt_maps(coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Dense maps of the prompts on the GRID x GRID token grid: Gaussians around positive
+    clicks (two widths), around negative clicks, and the inside of the box. SAM learns where a
+    click is from positional encodings alone, which takes far more training than two CPU
+    cores give; these maps hand the decoder that location directly. They are computed from
+    `point_coords` and `point_labels` inside the graph, so the ONNX interface is unchanged."""
+    cell = (torch.arange(GRID, dtype=coords.dtype) + 0.5) * (IMG_SIZE / GRID)
+    dx = cell[None, None, None, :] - coords[..., 0, None, None]  # [B, N, 1, G]
+    dy = cell[None, None, :, None] - coords[..., 1, None, None]  # [B, N, G, 1]
+    d2 = dx**2 + dy**2
+    pos = (labels == 1).to(coords.dtype)[..., None, None]
+    neg = (labels == 0).to(coords.dtype)[..., None, None]
+    near, wide = torch.exp(-d2 / (2 * 32.0**2)), torch.exp(-d2 / (2 * 128.0**2))
+    tl = (labels == 2).to(coords.dtype)
+    br = (labels == 3).to(coords.dtype)
+    x0, y0 = (coords[..., 0] * tl).sum(1), (coords[..., 1] * tl).sum(1)
+    x1, y1 = (coords[..., 0] * br).sum(1), (coords[..., 1] * br).sum(1)
+    has_box = tl.amax(1)
+    edge = 8.0
+    inside_x = torch.sigmoid((cell[None, :] - x0[:, None]) / edge) * torch.sigmoid((x1[:, None] - cell[None, :]) / edge)
+    inside_y = torch.sigmoid((cell[None, :] - y0[:, None]) / edge) * torch.sigmoid((y1[:, None] - cell[None, :]) / edge)
+    box = inside_y[:, :, None] * inside_x[:, None, :] * has_box[:, None, None]
+    return torch.stack([(near * pos).amax(1), (wide * pos).amax(1), (near * neg).amax(1), box], dim=1)
+
+
 class TinySam(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.image_encoder = ImageEncoder()
         self.prompt_encoder = PromptEncoder()
         self.mask_decoder = MaskDecoder()
+        self.prompt_maps = nn.Conv2d(4, CONTEXT_CH, 1)
 
     def decode(
         self,
@@ -313,7 +339,7 @@ class TinySam(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Low-res mask logits [B, 4, 256, 256] and predicted IoU [B, 4] for B prompt sets."""
         sparse = self.prompt_encoder.embed_points(coords, labels)
-        dense = self.prompt_encoder.embed_mask(mask_input, has_mask_input)
+        dense = self.prompt_encoder.embed_mask(mask_input, has_mask_input) + self.prompt_maps(prompt_maps(coords, labels))
         pos = self.prompt_encoder.pe_layer.grid(GRID)
         return self.mask_decoder(embeddings, pos, sparse, dense, image_index)
 

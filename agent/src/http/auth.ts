@@ -1,0 +1,27 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { FastifyInstance } from "fastify";
+import { HttpError } from "./errors.ts";
+
+/** Routes anyone may call even when a token is set: liveness probes carry no credentials. */
+const OPEN_ROUTES = new Set(["/healthz"]);
+
+const digest = (text: string): Buffer => createHash("sha256").update(text).digest();
+
+/**
+ * With a token, every route but /healthz wants `Authorization: Bearer <token>`. Both sides are
+ * hashed first so the comparison takes the same time whatever the length or content of the
+ * guess.
+ */
+export function registerBearerAuth(app: FastifyInstance, token: string): void {
+  const expected = digest(token);
+  app.addHook("onRequest", async (request, reply) => {
+    if (OPEN_ROUTES.has(request.routeOptions.url ?? "")) return;
+    const match = /^Bearer +(\S+) *$/i.exec(request.headers.authorization ?? "");
+    if (match && timingSafeEqual(digest(match[1]!), expected)) return;
+    reply.header("WWW-Authenticate", 'Bearer realm="sam-edge"');
+    throw new HttpError(
+      "UNAUTHORIZED",
+      match ? "the bearer token is not the one this agent is configured with" : "send the agent's token as Authorization: Bearer <token>",
+    );
+  });
+}

@@ -1,0 +1,18 @@
+import type { Frame } from "../capture/source.ts";
+
+export interface CameraStatus {
+  id: string;
+  /** False when the source has stopped delivering frames (readiness reports it). */
+  healthy: boolean;
+  lastFrameAt?: Date;
+}
+
+/**
+ * What the API needs from the cameras: the daemon implements it over its frame sources. The
+ * API never captures anything itself.
+ */
+export interface CameraProvider {
+  list(): CameraStatus[];
+  /** The most recent frame of a listed camera; undefined until it has delivered one. */
+  latestFrame(id: string): Frame | undefined;
+}

@@ -1,0 +1,89 @@
+import type { FastifyError } from "fastify";
+import { isSamEdgeError, type ErrorCode } from "../errors.ts";
+import type { ApiErrorBody } from "../client/types.ts";
+import { MAX_BATCH } from "./limits.ts";
+
+/**
+ * Codes only the HTTP layer raises: problems with the request itself rather than with an image,
+ * a prompt or the model.
+ */
+export type HttpErrorCode =
+  | "REQUEST_INVALID"
+  | "REQUEST_TOO_LARGE"
+  | "REQUEST_UNSUPPORTED"
+  | "UNAUTHORIZED"
+  | "NOT_FOUND"
+  | "CAMERA_NOT_FOUND"
+  | "CAMERA_NO_FRAME"
+  | "MODEL_LOADING"
+  | "INTERNAL";
+
+export type ApiErrorCode = ErrorCode | HttpErrorCode;
+
+/** The one place where an error code becomes an HTTP status. */
+export const HTTP_STATUS: Readonly<Record<ApiErrorCode, number>> = {
+  IMAGE_NOT_FOUND: 400,
+  IMAGE_EMPTY: 400,
+  IMAGE_CORRUPT: 400,
+  IMAGE_UNSUPPORTED: 415,
+  IMAGE_TOO_LARGE: 413,
+  PROMPT_INVALID: 400,
+  MASK_INVALID: 400,
+  REQUEST_INVALID: 400,
+  REQUEST_TOO_LARGE: 413,
+  REQUEST_UNSUPPORTED: 415,
+  UNAUTHORIZED: 401,
+  NOT_FOUND: 404,
+  CAMERA_NOT_FOUND: 404,
+  CAMERA_NO_FRAME: 503,
+  MODEL_LOADING: 503,
+  MODEL_NOT_FOUND: 503,
+  MODEL_INVALID: 503,
+  MODEL_FAILED: 500,
+  CONFIG_INVALID: 500,
+  INTERNAL: 500,
+};
+
+export class HttpError extends Error {
+  override readonly name = "HttpError";
+
+  constructor(
+    readonly code: HttpErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Fastify's and @fastify/multipart's own errors, by their `code`, as ours with a message that says what to fix. */
+const FASTIFY_CODES: Readonly<Record<string, [HttpErrorCode, string]>> = {
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: ["REQUEST_UNSUPPORTED", "this Content-Type is not accepted; send multipart/form-data (or JSON where the route says so)"],
+  FST_INVALID_MULTIPART_CONTENT_TYPE: ["REQUEST_UNSUPPORTED", "the body is not multipart/form-data; send the image as a file part named \"image\""],
+  FST_ERR_CTP_BODY_TOO_LARGE: ["REQUEST_TOO_LARGE", "the request body is over the size limit"],
+  FST_REQ_FILE_TOO_LARGE: ["REQUEST_TOO_LARGE", "an uploaded file is over the size limit"],
+  FST_FILES_LIMIT: ["REQUEST_INVALID", `too many files: at most ${MAX_BATCH} images per request`],
+  FST_FIELDS_LIMIT: ["REQUEST_INVALID", "too many form fields"],
+  FST_PARTS_LIMIT: ["REQUEST_INVALID", "too many multipart parts"],
+};
+
+export interface ApiErrorReply {
+  status: number;
+  body: ApiErrorBody;
+}
+
+/**
+ * Any thrown value as the status and JSON body to send. Messages of our own errors and of
+ * request validation go out as they are; anything unexpected becomes a bare 500, so no stack
+ * trace or internal detail ever reaches a client.
+ */
+export function toApiError(err: unknown): ApiErrorReply {
+  const reply = (code: ApiErrorCode, message: string): ApiErrorReply => ({ status: HTTP_STATUS[code], body: { error: { code, message } } });
+  if (isSamEdgeError(err) || err instanceof HttpError) return reply(err.code, err.message);
+  const fe = err as Partial<FastifyError>;
+  if (fe.validation) return reply("REQUEST_INVALID", `${fe.message}; see /openapi.json for the request format`);
+  const mapped = fe.code ? FASTIFY_CODES[fe.code] : undefined;
+  if (mapped) return reply(...mapped);
+  // Fastify's other client errors (malformed JSON, bad multipart framing) carry a 4xx status.
+  if (typeof fe.statusCode === "number" && fe.statusCode >= 400 && fe.statusCode < 500) return reply("REQUEST_INVALID", fe.message ?? "bad request");
+  return reply("INTERNAL", "internal error; the agent's log has the details");
+}

@@ -1,0 +1,76 @@
+import type { FastifyInstance } from "fastify";
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { SegmentEngine, Timings } from "../segment/engine.ts";
+
+/** Per-stage latencies: the engine's stages as it times them, plus turning masks into the answer. */
+export type Stage = "preprocess" | "encode" | "decode" | "postprocess" | "respond";
+
+const STAGES: Record<keyof Timings, Stage> = { preprocessMs: "preprocess", encodeMs: "encode", decodeMs: "decode", postprocessMs: "postprocess" };
+
+/**
+ * The API's Prometheus metrics, in a registry of their own unless the daemon passes its registry
+ * (which is how frames dropped, outbox depth and cloud calls left join the same /metrics).
+ */
+export class ApiMetrics {
+  readonly registry: Registry;
+  private readonly stage: Histogram<"stage">;
+
+  constructor(registry: Registry | undefined, engine: () => SegmentEngine | undefined, app: FastifyInstance) {
+    this.registry = registry ?? new Registry();
+    const registers = [this.registry];
+    if (!registry) collectDefaultMetrics({ register: this.registry });
+    const requests = new Counter({
+      name: "sam_edge_http_requests_total",
+      help: "HTTP requests answered, by route and status",
+      labelNames: ["method", "route", "status"],
+      registers,
+    });
+    const duration = new Histogram({
+      name: "sam_edge_http_request_duration_seconds",
+      help: "Time from receiving a request to answering it",
+      labelNames: ["method", "route"],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    this.stage = new Histogram({
+      name: "sam_edge_stage_duration_seconds",
+      help: "Time per image in each stage of segmentation",
+      labelNames: ["stage"],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
+      registers,
+    });
+    const cache = (name: string, help: string, read: (s: SegmentEngine["cacheStats"]) => number) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          const e = engine();
+          if (e) this.set(read(e.cacheStats));
+        },
+      });
+    // The engine keeps the counts; gauges read them at scrape time rather than mirroring them.
+    cache("sam_edge_embedding_cache_hits", "Segment calls that found their image's embedding cached", (s) => s.hits);
+    cache("sam_edge_embedding_cache_misses", "Segment calls that had to run the encoder", (s) => s.misses);
+    cache("sam_edge_embedding_cache_entries", "Embeddings held in the cache", (s) => s.entries);
+    cache("sam_edge_embedding_cache_bytes", "Bytes of embeddings held in the cache", (s) => s.bytes);
+
+    app.addHook("onResponse", async (request, reply) => {
+      const route = request.routeOptions.url ?? "unmatched";
+      requests.inc({ method: request.method, route, status: String(reply.statusCode) });
+      duration.observe({ method: request.method, route }, reply.elapsedTime / 1000);
+    });
+  }
+
+  observeTimings(timings: Partial<Timings>): void {
+    for (const [key, stage] of Object.entries(STAGES) as [keyof Timings, Stage][]) {
+      const ms = timings[key];
+      // A cached image skips preprocessing and the encoder: zeros would only drag the histogram down.
+      if (ms) this.stage.observe({ stage }, ms / 1000);
+    }
+  }
+
+  observeStage(stage: Stage, ms: number): void {
+    this.stage.observe({ stage }, ms / 1000);
+  }
+}

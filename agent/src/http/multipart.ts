@@ -1,0 +1,68 @@
+import multipart from "@fastify/multipart";
+import type { FastifyInstance, FastifyRequest } from "fastify";
+
+import { HttpError } from "./errors.ts";
+import { FIELD_SIZE_LIMIT, MAX_BATCH } from "./limits.ts";
+
+/** The ajv instance fastify validates with (typed through multipart's own ajv plugin). */
+type Ajv = Parameters<typeof multipart.ajvFilePlugin>[0];
+
+/**
+ * ajv keyword `isFile`: the value is an uploaded file (a Buffer, as @fastify/multipart's
+ * `keyValues` mode attaches it). Compiling rewrites the schema to OpenAPI's binary string, so
+ * /openapi.json documents the field as a file upload; the validator itself checks for a Buffer.
+ */
+export function fileKeyword(ajv: Ajv): Ajv {
+  ajv.addKeyword({
+    keyword: "isFile",
+    compile: (_schema: unknown, parent: Record<string, unknown>) => {
+      parent.type = "string";
+      parent.format = "binary";
+      delete parent.isFile;
+      return (value: unknown) => Buffer.isBuffer(value);
+    },
+    error: { message: "must be a file part (multipart/form-data with a filename)" },
+  });
+  return ajv;
+}
+
+function tooLarge(limit: number): HttpError {
+  return new HttpError("REQUEST_TOO_LARGE", `the request is larger than ${limit} bytes; send at most ${limit} bytes (${limit / 1024 / 1024} MB) in all`);
+}
+
+/**
+ * Multipart bodies as plain key/values (files as Buffers, repeated names as arrays, in the
+ * order sent), so route schemas validate them like JSON. @fastify/multipart does not apply
+ * fastify's bodyLimit, so it is enforced here twice: up front from Content-Length, and while
+ * reading, on the sum of all files of a request (chunked uploads declare no length).
+ */
+export async function registerMultipart(app: FastifyInstance, bodyLimit: number): Promise<void> {
+  const used = new WeakMap<FastifyRequest, number>();
+  app.addHook("onRequest", async (request) => {
+    if (Number(request.headers["content-length"] ?? 0) > bodyLimit) throw tooLarge(bodyLimit);
+  });
+  await app.register(multipart, {
+    attachFieldsToBody: "keyValues",
+    limits: { fileSize: bodyLimit, files: MAX_BATCH, fields: MAX_BATCH + 8, fieldSize: FIELD_SIZE_LIMIT, parts: 2 * MAX_BATCH + 8 },
+    async onFile(this: FastifyRequest, part) {
+      const chunks: Buffer[] = [];
+      for await (const chunk of part.file as AsyncIterable<Buffer>) {
+        const total = (used.get(this) ?? 0) + chunk.length;
+        if (total > bodyLimit) throw tooLarge(bodyLimit);
+        used.set(this, total);
+        chunks.push(chunk);
+      }
+      (part as unknown as { value: Buffer }).value = Buffer.concat(chunks);
+    },
+  });
+}
+
+/** For routes that only take multipart: anything else is a 415, not a confusing schema error. */
+export async function requireMultipart(request: FastifyRequest): Promise<void> {
+  if (!request.isMultipart()) {
+    throw new HttpError(
+      "REQUEST_UNSUPPORTED",
+      `this route takes multipart/form-data, not ${request.headers["content-type"] ?? "a body without a Content-Type"}; send the image as a file part named "image"`,
+    );
+  }
+}

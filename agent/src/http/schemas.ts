@@ -1,0 +1,215 @@
+/**
+ * JSON schemas of the API: fastify validates requests and serialises answers with them, and
+ * /openapi.json is generated from them. Builders return fresh objects because the `isFile`
+ * keyword rewrites its schema in place when it is compiled.
+ */
+import { MAX_BATCH } from "./limits.ts";
+
+const file = (description: string) => ({ isFile: true, description });
+
+const oneOrMoreFiles = (description: string) => ({
+  description,
+  anyOf: [file(description), { type: "array", items: file(description), minItems: 1, maxItems: MAX_BATCH }],
+});
+
+const cameras = () => ({
+  type: "array",
+  items: { type: "string", minLength: 1, maxLength: 128 },
+  maxItems: MAX_BATCH,
+  description: `Instead of image: a camera id, meaning its latest frame (repeat for a batch of up to ${MAX_BATCH}).`,
+});
+
+const jsonText = (description: string) => ({ anyOf: [{ type: "string" }, { type: "array" }], description });
+
+const bbox = { type: "array", items: { type: "number" }, minItems: 4, maxItems: 4, description: "[x, y, width, height] in pixels" };
+
+const rle = {
+  type: "object",
+  required: ["size", "counts"],
+  properties: {
+    size: { type: "array", items: { type: "integer" }, minItems: 2, maxItems: 2, description: "[height, width]" },
+    counts: { anyOf: [{ type: "string" }, { type: "array", items: { type: "integer", minimum: 0 } }] },
+  },
+  description: "COCO RLE, as pycocotools' mask.encode writes it",
+};
+
+const maskProperties = {
+  mask: { type: "string", description: "base64 PNG, 255 inside the mask" },
+  bbox,
+  confidence: { type: "number", description: "the model's predicted IoU" },
+  stability: { type: "number" },
+  area: { type: "integer" },
+};
+
+const common = {
+  width: { type: "integer" },
+  height: { type: "integer" },
+  latency_ms: { type: "number", description: "time spent on the request inside the agent" },
+  route: { type: "string", enum: ["local", "cloud"] },
+};
+
+// `required` also steers serialisation: the first anyOf branch an answer matches is the one used.
+const interactiveResult = {
+  type: "object",
+  required: ["mask", "bbox", "confidence"],
+  properties: {
+    ...maskProperties,
+    overlay: { type: "string", description: "base64 JPEG of the mask over the image (return_overlay=true)" },
+    masks: { type: "array", items: { type: "object", properties: maskProperties }, description: "every candidate, best first (multimask=true)" },
+    rle: { ...rle, properties: { ...rle.properties, counts: { type: "string" } } },
+    ...common,
+  },
+};
+
+const everythingResult = {
+  type: "object",
+  required: ["masks"],
+  properties: {
+    masks: {
+      type: "array",
+      items: { type: "object", properties: { ...maskProperties, point: { type: "array", items: { type: "number" }, description: "the grid point that produced it" } } },
+    },
+    overlay: { type: "string", description: "base64 JPEG of every mask over the image (return_overlay=true)" },
+    ...common,
+  },
+};
+
+export const errorSchema = {
+  type: "object",
+  required: ["error"],
+  properties: {
+    error: { type: "object", required: ["code", "message"], properties: { code: { type: "string" }, message: { type: "string" } } },
+  },
+};
+
+const errors = { "4xx": errorSchema, "5xx": errorSchema };
+
+/** A single image answers with its result; several answer `results` in request order. */
+const singleOrBatch = (result: object) => ({
+  anyOf: [
+    result,
+    {
+      type: "object",
+      required: ["results"],
+      properties: { results: { type: "array", items: { anyOf: [errorSchema, result] } }, latency_ms: common.latency_ms, route: common.route },
+    },
+  ],
+});
+
+export const interactiveSchema = () => ({
+  summary: "Segment what the points (and box) show",
+  description: `Multipart form. Several \`image\` parts (or \`camera\` fields), up to ${MAX_BATCH}, make a batch: the answer is then \`{results: [...]}\` in request order, each a result or an error.`,
+  consumes: ["multipart/form-data"],
+  body: {
+    type: "object",
+    properties: {
+      image: oneOrMoreFiles("JPEG, PNG or WebP, at most 25 MB"),
+      camera: cameras(),
+      points: jsonText('JSON array of {"x", "y", "label"}: label 1 = foreground, 0 = background; a batch may give one array per image'),
+      box: jsonText("JSON [x0, y0, x1, y1] in pixels"),
+      multimask: { type: "boolean", description: "also answer every candidate mask (`masks`); default: SAM's rule, several candidates for a lone click, best returned" },
+      return_overlay: { type: "boolean", default: false },
+    },
+  },
+  response: { 200: singleOrBatch(interactiveResult), ...errors },
+});
+
+export const everythingSchema = () => ({
+  summary: "Every distinct mask of the image (a grid of prompts)",
+  consumes: ["multipart/form-data"],
+  body: {
+    type: "object",
+    properties: {
+      image: oneOrMoreFiles("JPEG, PNG or WebP, at most 25 MB"),
+      camera: cameras(),
+      points_per_side: { type: "integer", minimum: 4, maximum: 64, description: "grid density: 4 (coarse) to 64 (fine); default 32" },
+      pred_iou_thresh: { type: "number", minimum: 0, maximum: 1 },
+      stability_score_thresh: { type: "number", minimum: 0, maximum: 1 },
+      box_nms_thresh: { type: "number", minimum: 0, maximum: 1 },
+      min_mask_region_area: { type: "integer", minimum: 0 },
+      return_overlay: { type: "boolean", default: false },
+    },
+  },
+  response: { 200: singleOrBatch(everythingResult), ...errors },
+});
+
+export const maskToPolygonSchema = () => ({
+  summary: "Polygons (with holes) of a mask",
+  description: "Multipart (`mask` as a PNG file or base64 text, or `rle` as JSON text) or a JSON body (`mask` base64 PNG or `rle` object).",
+  consumes: ["multipart/form-data", "application/json"],
+  body: {
+    type: "object",
+    properties: {
+      mask: { anyOf: [file("PNG, 255 (or > 127) inside the mask"), { type: "string", description: "base64 PNG" }] },
+      rle: { anyOf: [{ type: "string", description: "JSON text of a COCO RLE" }, rle] },
+      tolerance: { type: "number", minimum: 0, maximum: 1000, default: 1, description: "Douglas-Peucker tolerance in pixels; 0 keeps every pixel corner" },
+    },
+  },
+  response: {
+    200: {
+      type: "object",
+      properties: {
+        width: { type: "integer" },
+        height: { type: "integer" },
+        polygons: {
+          type: "array",
+          items: {
+            type: "object",
+            properties: {
+              exterior: { type: "array", items: { type: "array", items: { type: "number" } } },
+              holes: { type: "array", items: { type: "array", items: { type: "array", items: { type: "number" } } } },
+            },
+          },
+        },
+        segmentation: { type: "array", items: { type: "array", items: { type: "number" } }, description: "COCO polygons (exteriors only)" },
+        has_holes: { type: "boolean" },
+        rle: { ...rle, properties: { ...rle.properties, counts: { type: "string" } } },
+        bbox,
+        area: { type: "integer" },
+      },
+    },
+    ...errors,
+  },
+});
+
+export const healthSchema = () => ({
+  summary: "Liveness: the process answers (open without a token)",
+  response: { 200: { type: "object", properties: { status: { type: "string" } } } },
+});
+
+export const readySchema = () => {
+  const body = {
+    type: "object",
+    properties: {
+      ready: { type: "boolean" },
+      model: { type: "object", properties: { loaded: { type: "boolean" }, name: { type: "string" }, error: errorSchema.properties.error } },
+      cameras: { type: "array", items: { type: "object", properties: { id: { type: "string" }, healthy: { type: "boolean" } } } },
+    },
+  };
+  return { summary: "Readiness: model loaded and camera sources healthy (503 otherwise)", response: { 200: body, 503: body, "4xx": errorSchema } };
+};
+
+export const metricsSchema = () => ({ summary: "Prometheus metrics (text exposition format)", produces: ["text/plain"], response: errors });
+
+export const camerasSchema = () => ({
+  summary: "The cameras the box knows",
+  response: {
+    200: {
+      type: "object",
+      properties: {
+        cameras: {
+          type: "array",
+          items: { type: "object", properties: { id: { type: "string" }, healthy: { type: "boolean" }, last_frame_at: { type: "string" } } },
+        },
+      },
+    },
+    ...errors,
+  },
+});
+
+export const cameraFrameSchema = () => ({
+  summary: "The latest frame of a camera as JPEG",
+  params: { type: "object", required: ["id"], properties: { id: { type: "string", minLength: 1, maxLength: 128 } } },
+  produces: ["image/jpeg"],
+  response: errors,
+});

@@ -1,0 +1,120 @@
+import swagger from "@fastify/swagger";
+import swaggerUi from "@fastify/swagger-ui";
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from "fastify";
+import type { Registry } from "prom-client";
+import type { SegmentEngine } from "../segment/engine.ts";
+import { registerBearerAuth } from "./auth.ts";
+import type { CameraProvider } from "./cameras.ts";
+import { HttpError, toApiError } from "./errors.ts";
+import { DEFAULT_BODY_LIMIT } from "./limits.ts";
+import { ApiMetrics } from "./metrics.ts";
+import { fileKeyword, registerMultipart } from "./multipart.ts";
+import type { RouteContext } from "./routes/context.ts";
+import { registerDeviceRoutes } from "./routes/device.ts";
+import { registerLabelingRoutes } from "./routes/labeling.ts";
+import { registerSegmentRoutes } from "./routes/segment.ts";
+
+/** Only this machine can reach the API unless the configuration says otherwise. */
+export const DEFAULT_HOST = "127.0.0.1";
+
+export interface ServerOptions {
+  /** The engine, or its pending load: the server answers /healthz (and 503s) while the model loads. */
+  engine: SegmentEngine | Promise<SegmentEngine>;
+  /** When set, every route but /healthz wants `Authorization: Bearer <token>`. */
+  token?: string;
+  cameras?: CameraProvider;
+  /** Where the API's metrics go; the daemon passes its own so its metrics share /metrics. */
+  registry?: Registry;
+  /** Largest request body in bytes. */
+  bodyLimit?: number;
+  logger?: FastifyServerOptions["logger"];
+}
+
+export interface ListenOptions {
+  host?: string;
+  /** 0 picks a free port. */
+  port?: number;
+}
+
+function engineState(pending: SegmentEngine | Promise<SegmentEngine>): { get(): SegmentEngine; model: RouteContext["model"] } {
+  let engine: SegmentEngine | undefined;
+  let failure: unknown;
+  Promise.resolve(pending).then(
+    (e) => (engine = e),
+    (err: unknown) => (failure = err),
+  );
+  return {
+    get() {
+      if (engine) return engine;
+      if (failure) throw failure;
+      throw new HttpError("MODEL_LOADING", "the model is still loading; retry in a few seconds (GET /readyz answers 200 once it is ready)");
+    },
+    model() {
+      if (engine) return { loaded: true, name: engine.model.manifest.name };
+      if (failure) return { loaded: false, error: toApiError(failure).body.error };
+      return { loaded: false };
+    },
+  };
+}
+
+/** The local SAM API: the hosted API's routes plus the box's own, ready to listen. */
+export async function createServer(options: ServerOptions): Promise<FastifyInstance> {
+  const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
+  const app = Fastify({
+    logger: options.logger ?? false,
+    bodyLimit,
+    ajv: { plugins: [fileKeyword] },
+  });
+  const state = engineState(options.engine);
+  const cameras = options.cameras;
+  const ctx: RouteContext = {
+    engine: state.get,
+    model: state.model,
+    cameras,
+    frameOf(id) {
+      if (!cameras?.list().some((c) => c.id === id)) throw new HttpError("CAMERA_NOT_FOUND", `there is no camera "${id}"; GET /v1/cameras lists them`);
+      const frame = cameras.latestFrame(id);
+      if (!frame) throw new HttpError("CAMERA_NO_FRAME", `camera "${id}" has not delivered a frame yet; retry shortly`);
+      return frame;
+    },
+    metrics: new ApiMetrics(options.registry, () => (state.model().loaded ? state.get() : undefined), app),
+  };
+
+  app.setErrorHandler((err, request, reply) => {
+    const { status, body } = toApiError(err);
+    if (status >= 500) request.log.error({ err }, "request failed");
+    return reply.status(status).send(body);
+  });
+  app.setNotFoundHandler((request, reply) =>
+    reply.status(404).send(toApiError(new HttpError("NOT_FOUND", `no route ${request.method} ${request.url.split("?")[0]}; /openapi.json lists the routes`)).body),
+  );
+  // Only multipart and JSON are spoken; anything else is a 415 rather than a schema error.
+  app.removeContentTypeParser("text/plain");
+
+  if (options.token) registerBearerAuth(app, options.token);
+  await registerMultipart(app, bodyLimit);
+  await app.register(swagger, {
+    openapi: {
+      info: { title: "sam-edge local SAM API", version: "1", description: "Speaks the hosted SAM API (same routes, fields and answers) on the box." },
+      components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
+      ...(options.token ? { security: [{ bearer: [] }] } : {}),
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: "/docs" });
+  app.get("/openapi.json", { schema: { hide: true } }, async () => app.swagger());
+
+  registerDeviceRoutes(app, ctx);
+  registerSegmentRoutes(app, ctx);
+  registerLabelingRoutes(app, bodyLimit);
+  return app;
+}
+
+/** Creates the server and listens: on 127.0.0.1 unless `host` says otherwise. */
+export async function startServer(options: ServerOptions & ListenOptions): Promise<{ app: FastifyInstance; url: string }> {
+  const app = await createServer(options);
+  await app.listen({ host: options.host ?? DEFAULT_HOST, port: options.port ?? 0 });
+  const address = app.server.address();
+  if (!address || typeof address === "string") throw new Error(`the server is not listening on a TCP port (address: ${String(address)})`);
+  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  return { app, url: `http://${host}:${address.port}` };
+}

@@ -19,8 +19,8 @@ export function form(fields: Record<string, FieldValue | FieldValue[]>): FormDat
   for (const [name, value] of Object.entries(fields)) {
     for (const v of Array.isArray(value) ? value : [value]) {
       if (typeof v === "string") data.append(name, v);
-      else if (v instanceof Uint8Array) data.append(name, new Blob([v]), `${name}.bin`);
-      else data.append(name, new Blob([v.bytes], v.type ? { type: v.type } : {}), v.filename);
+      else if (v instanceof Uint8Array) data.append(name, new Blob([new Uint8Array(v)]), `${name}.bin`);
+      else data.append(name, new Blob([new Uint8Array(v.bytes)], v.type ? { type: v.type } : {}), v.filename);
     }
   }
   return data;

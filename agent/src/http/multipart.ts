@@ -31,29 +31,45 @@ function tooLarge(limit: number): HttpError {
 }
 
 /**
- * Multipart bodies as plain key/values (files as Buffers, repeated names as arrays, in the
- * order sent), so route schemas validate them like JSON. @fastify/multipart does not apply
- * fastify's bodyLimit, so it is enforced here twice: up front from Content-Length, and while
- * reading, on the sum of all files of a request (chunked uploads declare no length).
+ * Multipart bodies become plain key/values before validation (files as Buffers, repeated names
+ * as arrays in the order sent), so route schemas validate them as they would JSON.
+ * @fastify/multipart does not apply fastify's bodyLimit, so it is enforced here twice: up front
+ * from Content-Length, and while reading, on the sum of all files of a request (chunked uploads
+ * declare no length). A body that cannot be parsed is the client's error, whatever the parser
+ * throws.
  */
 export async function registerMultipart(app: FastifyInstance, bodyLimit: number): Promise<void> {
-  const used = new WeakMap<FastifyRequest, number>();
   app.addHook("onRequest", async (request) => {
     if (Number(request.headers["content-length"] ?? 0) > bodyLimit) throw tooLarge(bodyLimit);
   });
   await app.register(multipart, {
-    attachFieldsToBody: "keyValues",
     limits: { fileSize: bodyLimit, files: MAX_BATCH, fields: MAX_BATCH + 8, fieldSize: FIELD_SIZE_LIMIT, parts: 2 * MAX_BATCH + 8 },
-    async onFile(this: FastifyRequest, part) {
-      const chunks: Buffer[] = [];
-      for await (const chunk of part.file as AsyncIterable<Buffer>) {
-        const total = (used.get(this) ?? 0) + chunk.length;
-        if (total > bodyLimit) throw tooLarge(bodyLimit);
-        used.set(this, total);
-        chunks.push(chunk);
+  });
+  app.addHook("preValidation", async (request) => {
+    if (!request.isMultipart()) return;
+    const body: Record<string, unknown> = {};
+    let total = 0;
+    try {
+      for await (const part of request.parts(request.routeOptions.config.multipartOptions)) {
+        let value: unknown;
+        if (part.type === "file") {
+          const chunks: Buffer[] = [];
+          for await (const chunk of part.file as AsyncIterable<Buffer>) {
+            total += chunk.length;
+            if (total > bodyLimit) throw tooLarge(bodyLimit);
+            chunks.push(chunk);
+          }
+          value = Buffer.concat(chunks);
+        } else value = part.value;
+        const previous = body[part.fieldname];
+        body[part.fieldname] = previous === undefined ? value : Array.isArray(previous) ? [...previous, value] : [previous, value];
       }
-      (part as unknown as { value: Buffer }).value = Buffer.concat(chunks);
-    },
+    } catch (err) {
+      // Limits (ours and the parser's FST_* errors) keep their own codes.
+      if (err instanceof HttpError || String((err as { code?: unknown }).code).startsWith("FST_")) throw err;
+      throw new HttpError("REQUEST_INVALID", `the multipart body cannot be read (${(err as Error).message}); send well-formed multipart/form-data`);
+    }
+    request.body = body;
   });
 }
 

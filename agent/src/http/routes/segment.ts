@@ -50,23 +50,32 @@ function parseJsonField(value: unknown, name: string, example: string): unknown 
 const POINTS_EXAMPLE = '[{"x":320,"y":240,"label":1}]';
 
 /**
- * One prompt per image. `points` is an array of points for every image, or (in a batch) an array
- * with one array of points per image. Everything but the image bounds is checked here, before
- * any image is decoded; the engine checks the bounds against each image.
+ * One prompt per image. `points` is an array of points for every image, or (in a batch) an
+ * array with one array of points per image; `box` likewise one box, or one box (or null) per
+ * image. Everything but the image bounds is checked here, before any image is decoded; the
+ * engine checks the bounds against each image.
  */
 function promptsFor(body: InteractiveBody, count: number): Prompt[] {
   const points = body.points === undefined ? [] : parseJsonField(body.points, "points", POINTS_EXAMPLE);
   if (!Array.isArray(points)) throw promptError(`points must be a JSON array of {x, y, label}, e.g. ${POINTS_EXAMPLE}`);
-  const box = body.box === undefined ? undefined : (parseJsonField(body.box, "box", "[10,20,200,160]") as Box);
-  const perImage = points.length > 0 && points.every(Array.isArray);
-  if (perImage && points.length !== count) {
-    throw promptError(`points has ${points.length} arrays of points but the request has ${count} images; give one array per image, or one array for all`);
-  }
+  const box = body.box === undefined ? undefined : parseJsonField(body.box, "box", "[10,20,200,160]");
+  const pointsPerImage = perImage(points, "points", count);
+  const boxPerImage = Array.isArray(box) && perImage(box, "box", count);
   return Array.from({ length: count }, (_, i) => {
-    const prompt: Prompt = { points: (perImage ? points[i] : points) as Point[], ...(box ? { box } : {}) };
+    const b = (boxPerImage ? (box as unknown[])[i] : box) as Box | null | undefined;
+    const prompt: Prompt = { points: (pointsPerImage ? points[i] : points) as Point[], ...(b ? { box: b } : {}) };
     validatePrompt(prompt, Number.POSITIVE_INFINITY, Number.POSITIVE_INFINITY);
     return prompt;
   });
+}
+
+/** Whether a batch field gives one entry per image (arrays, or null for none) rather than one for all. */
+function perImage(value: unknown[], name: string, count: number): boolean {
+  const split = value.length > 0 && value.every((v) => v === null || Array.isArray(v));
+  if (split && value.length !== count) {
+    throw promptError(`${name} gives ${value.length} entries but the request has ${count} images; give one per image, or one for all`);
+  }
+  return split;
 }
 
 /** The images of a request, in order: uploaded files, or the latest frames of named cameras. */

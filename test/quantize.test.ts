@@ -116,23 +116,24 @@ describe("scripts/quantize/quantize.py on the bundled tiny model", () => {
 
   it("exits 3 outside the budget and leaves --out alone (the files go to OUT.rejected)", { timeout: 300_000 }, async () => {
     const out = join(dir, "too-big");
-    const result = await runPython(QUANTIZE, [...source, ...QUICK, "--encoder-method", "dynamic", "--max-size-ratio", "0.01", "--out", out]);
+    const result = await runPython(QUANTIZE, [...source, ...QUICK, "--encoder-method", "static", "--max-size-ratio", "0.01", "--out", out]);
     expect(result.code).toBe(3);
     expect(result.stderr).toMatch(/outside the budget: size 0\.\d+x the float files > 0\.01x/);
     expect(await exists(out)).toBe(false);
     const rejected = JSON.parse(await readFile(join(`${out}.rejected`, "manifest.json"), "utf8"));
     expect(rejected.budget).toMatchObject({ passed: false, maxSizeRatio: 0.01 });
-    expect(rejected.calibration).toBeNull(); // dynamic: no calibration set
+    expect(rejected.candidates["static-qdq"].failures).toEqual([expect.stringMatching(/^size /)]);
   });
 
-  describe("bad input fails with exit 2 and says what is wrong", () => {
-    it("a missing encoder file", async () => {
+  // Concurrent: each case is a Python start-up that fails before any model work.
+  describe.concurrent("bad input fails with exit 2 and says what is wrong", () => {
+    it("a missing encoder file", async ({ expect }) => {
       const result = await runPython(QUANTIZE, ["--encoder", join(dir, "missing.onnx"), ...source.slice(2), "--calibration-scenes", "1", "--out", join(dir, "a")]);
       expect(result.code).toBe(2);
       expect(result.stderr).toMatch(/--encoder .*missing\.onnx: no such file/);
     });
 
-    it("a file that is not ONNX", async () => {
+    it("a file that is not ONNX", async ({ expect }) => {
       const text = join(dir, "notes.onnx");
       await writeFile(text, "this is not a protobuf, whatever its name says\n");
       const result = await runPython(QUANTIZE, [...source.slice(0, 2), "--decoder", text, "--calibration-scenes", "1", "--out", join(dir, "b")]);
@@ -140,19 +141,19 @@ describe("scripts/quantize/quantize.py on the bundled tiny model", () => {
       expect(result.stderr).toMatch(/--decoder .*notes\.onnx: not an ONNX model/);
     });
 
-    it("a decoder passed as the encoder", async () => {
+    it("a decoder passed as the encoder", async ({ expect }) => {
       const result = await runPython(QUANTIZE, ["--encoder", source[3]!, "--decoder", source[3]!, "--calibration-scenes", "1", "--out", join(dir, "c")]);
       expect(result.code).toBe(2);
       expect(result.stderr).toMatch(/--encoder .* is a SAM mask decoder .*did you swap --encoder and --decoder\?/);
     });
 
-    it("an encoder passed as the decoder", async () => {
+    it("an encoder passed as the decoder", async ({ expect }) => {
       const result = await runPython(QUANTIZE, ["--encoder", source[1]!, "--decoder", source[1]!, "--calibration-scenes", "1", "--out", join(dir, "d")]);
       expect(result.code).toBe(2);
       expect(result.stderr).toMatch(/--decoder .* is not a SAM mask decoder: it needs inputs image_embeddings, point_coords, point_labels.*did you swap/);
     });
 
-    it("a calibration folder without images", async () => {
+    it("a calibration folder without images", async ({ expect }) => {
       const empty = join(dir, "empty");
       await mkdir(empty, { recursive: true });
       const result = await runPython(QUANTIZE, [...source, "--calibration", empty, "--out", join(dir, "e")]);
@@ -160,7 +161,7 @@ describe("scripts/quantize/quantize.py on the bundled tiny model", () => {
       expect(result.stderr).toMatch(/--calibration .*empty: no images/);
     });
 
-    it("no calibration set for a static encoder", async () => {
+    it("no calibration set for a static encoder", async ({ expect }) => {
       const result = await runPython(QUANTIZE, [...source, "--out", join(dir, "f")]);
       expect(result.code).toBe(2);
       expect(result.stderr).toMatch(/--calibration DIR or --calibration-scenes N is required unless --encoder-method dynamic/);

@@ -1,0 +1,153 @@
+/**
+ * The local HTTP API's overhead and its behaviour under load, on this machine:
+ *
+ *   npx tsx bench/http.ts [MODEL_DIR] [--runs N] [--duration S] [--connections C]
+ *
+ * The server runs in a child process (this script with --serve), so the load generator and the
+ * server do not share an event loop and the server's RSS is its own (read from its /metrics).
+ * Prints JSON, with the budgets from the HTTP API issue:
+ * - loopback_over_in_process: p50 of POST /v1/segment/interactive on a cached image over
+ *   loopback, over the p50 of the same engine.segment call in this process (<= 1.2);
+ *   in_process_with_answer_ms adds what the route does after the engine (mask PNG, RLE) to
+ *   show where the difference goes;
+ * - load: C concurrent clients for S seconds on the same cached request (autocannon): errors
+ *   and non-2xx (0 wanted), p99, and the server's RSS before and after (within 10%).
+ */
+import { spawn } from "node:child_process";
+import { readFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import autocannon from "autocannon";
+import { BUNDLED_MODEL_DIR } from "../agent/src/cli.ts";
+import { startServer } from "../agent/src/http/server.ts";
+import { SamModel } from "../agent/src/model/sam-model.ts";
+import { SegmentEngine } from "../agent/src/segment/engine.ts";
+import { encodeRle, maskToPngBase64 } from "../agent/src/segment/formats/index.ts";
+
+const IMAGE = fileURLToPath(new URL("../test/fixtures/scenes/portrait.jpg", import.meta.url));
+const CLICK = { x: 240, y: 320, label: 1 as const };
+const TOKEN = "bench-token";
+
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    runs: { type: "string", default: "50" },
+    duration: { type: "string", default: "30" },
+    connections: { type: "string", default: "50" },
+    serve: { type: "boolean" },
+  },
+});
+const dir = positionals[0] ?? BUNDLED_MODEL_DIR;
+
+if (values.serve) {
+  const { url } = await startServer({ engine: new SegmentEngine(await SamModel.load(dir)), token: TOKEN });
+  process.stdout.write(`${url}\n`);
+} else {
+  await bench();
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+async function serverRss(url: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`, { headers: { Authorization: `Bearer ${TOKEN}` } })).text();
+  return Number(/^process_resident_memory_bytes (\d+)/m.exec(text)?.[1]);
+}
+
+async function bench(): Promise<void> {
+  const runs = Number(values.runs);
+  const bytes = await readFile(IMAGE);
+
+  // The body once, as a client would send it; every request repeats it, so the image stays cached.
+  const form = new FormData();
+  form.append("image", new Blob([new Uint8Array(bytes)]), "portrait.jpg");
+  form.append("points", JSON.stringify([CLICK]));
+  const encoded = new Response(form);
+  const body = Buffer.from(await encoded.arrayBuffer());
+  const headers = { "content-type": encoded.headers.get("content-type")!, authorization: `Bearer ${TOKEN}` };
+
+  const child = spawn(process.execPath, ["--import", "tsx", fileURLToPath(import.meta.url), dir, "--serve"], { stdio: ["ignore", "pipe", "inherit"] });
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      child.stdout.once("data", (d: Buffer) => resolve(d.toString().trim()));
+      child.once("exit", (code) => reject(new Error(`the server exited (${code}) before listening`)));
+    });
+    const post = async () => {
+      const res = await fetch(`${url}/v1/segment/interactive`, { method: "POST", headers, body });
+      if (res.status !== 200) throw new Error(`the server answered ${res.status}: ${await res.text()}`);
+      await res.arrayBuffer();
+    };
+
+    const model = await SamModel.load(dir);
+    const engine = new SegmentEngine(model);
+    await engine.segment(bytes, { points: [CLICK] });
+    await post();
+    for (let i = 0; i < 3; i++) await post();
+
+    const inProcess: number[] = [];
+    const withAnswer: number[] = [];
+    const loopback: number[] = [];
+    // Interleaved, so drift in the machine's load (other jobs, thermal) hits all three alike.
+    for (let i = 0; i < runs; i++) {
+      let t = performance.now();
+      const result = await engine.segment(bytes, { points: [CLICK] });
+      inProcess.push(performance.now() - t);
+      t = performance.now();
+      const again = await engine.segment(bytes, { points: [CLICK] });
+      await maskToPngBase64(again.masks[0]!.mask);
+      encodeRle(again.masks[0]!.mask);
+      withAnswer.push(performance.now() - t);
+      t = performance.now();
+      await post();
+      loopback.push(performance.now() - t);
+      if (!result.cached) throw new Error("the in-process call should hit the embedding cache");
+    }
+    await model.release();
+
+    const rssBefore = await serverRss(url);
+    const load = await autocannon({
+      url: `${url}/v1/segment/interactive`,
+      method: "POST",
+      headers,
+      body,
+      connections: Number(values.connections),
+      duration: Number(values.duration),
+    });
+    const rssAfter = await serverRss(url);
+
+    const p50 = { in_process_ms: median(inProcess), in_process_with_answer_ms: median(withAnswer), loopback_ms: median(loopback) };
+    const ratio = p50.loopback_ms / p50.in_process_ms;
+    const rssRatio = rssAfter / rssBefore;
+    console.log(
+      JSON.stringify(
+        {
+          model: dir,
+          image: "test/fixtures/scenes/portrait.jpg",
+          runs,
+          p50_ms: Object.fromEntries(Object.entries(p50).map(([k, v]) => [k, Math.round(v * 100) / 100])),
+          loopback_over_in_process: { value: Math.round(ratio * 1000) / 1000, budget: 1.2, over_budget: ratio > 1.2 },
+          load: {
+            connections: Number(values.connections),
+            duration_s: Number(values.duration),
+            requests: load.requests.total,
+            requests_per_s: load.requests.average,
+            errors: load.errors,
+            timeouts: load.timeouts,
+            non_2xx: load.non2xx,
+            latency_ms: { p50: load.latency.p50, p99: load.latency.p99, max: load.latency.max },
+            rss_before_mb: Math.round(rssBefore / 1e5) / 10,
+            rss_after_mb: Math.round(rssAfter / 1e5) / 10,
+            rss_after_over_before: { value: Math.round(rssRatio * 1000) / 1000, budget: 1.1, over_budget: rssRatio > 1.1 },
+            over_budget: load.errors + load.timeouts + load.non2xx > 0 || rssRatio > 1.1,
+          },
+        },
+        null,
+        2,
+      ),
+    );
+  } finally {
+    child.kill("SIGTERM");
+  }
+}

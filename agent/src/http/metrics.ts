@@ -8,8 +8,9 @@ export type Stage = "preprocess" | "encode" | "decode" | "postprocess" | "respon
 const STAGES: Record<keyof Timings, Stage> = { preprocessMs: "preprocess", encodeMs: "encode", decodeMs: "decode", postprocessMs: "postprocess" };
 
 /**
- * The API's Prometheus metrics, in a registry of their own unless the daemon passes its registry
- * (which is how frames dropped, outbox depth and cloud calls left join the same /metrics).
+ * The API's Prometheus metrics, in a registry of their own (with the process metrics) unless the
+ * daemon passes its registry: that is how frames dropped, outbox depth and cloud calls left join
+ * the same /metrics, and the process metrics are then the daemon's to collect.
  */
 export class ApiMetrics {
   readonly registry: Registry;

@@ -1,6 +1,5 @@
 import multipart from "@fastify/multipart";
 import type { FastifyInstance, FastifyRequest } from "fastify";
-
 import { HttpError } from "./errors.ts";
 import { FIELD_SIZE_LIMIT, MAX_BATCH } from "./limits.ts";
 
@@ -8,8 +7,8 @@ import { FIELD_SIZE_LIMIT, MAX_BATCH } from "./limits.ts";
 type Ajv = Parameters<typeof multipart.ajvFilePlugin>[0];
 
 /**
- * ajv keyword `isFile`: the value is an uploaded file (a Buffer, as @fastify/multipart's
- * `keyValues` mode attaches it). Compiling rewrites the schema to OpenAPI's binary string, so
+ * ajv keyword `isFile`: the value is an uploaded file (a Buffer, as registerMultipart puts it
+ * in the body). Compiling rewrites the schema to OpenAPI's binary string, so
  * /openapi.json documents the field as a file upload; the validator itself checks for a Buffer.
  */
 export function fileKeyword(ajv: Ajv): Ajv {
@@ -27,7 +26,7 @@ export function fileKeyword(ajv: Ajv): Ajv {
 }
 
 function tooLarge(limit: number): HttpError {
-  return new HttpError("REQUEST_TOO_LARGE", `the request is larger than ${limit} bytes; send at most ${limit} bytes (${limit / 1024 / 1024} MB) in all`);
+  return new HttpError("REQUEST_TOO_LARGE", `the request is larger than ${limit} bytes; send at most ${Math.round(limit / 1024 / 1024)} MB in all`);
 }
 
 /**
@@ -47,7 +46,7 @@ export async function registerMultipart(app: FastifyInstance, bodyLimit: number)
   });
   app.addHook("preValidation", async (request) => {
     if (!request.isMultipart()) return;
-    const body: Record<string, unknown> = {};
+    const values = new Map<string, unknown[]>();
     let total = 0;
     try {
       for await (const part of request.parts(request.routeOptions.config.multipartOptions)) {
@@ -61,15 +60,14 @@ export async function registerMultipart(app: FastifyInstance, bodyLimit: number)
           }
           value = Buffer.concat(chunks);
         } else value = part.value;
-        const previous = body[part.fieldname];
-        body[part.fieldname] = previous === undefined ? value : Array.isArray(previous) ? [...previous, value] : [previous, value];
+        values.set(part.fieldname, [...(values.get(part.fieldname) ?? []), value]);
       }
     } catch (err) {
       // Limits (ours and the parser's FST_* errors) keep their own codes.
       if (err instanceof HttpError || String((err as { code?: unknown }).code).startsWith("FST_")) throw err;
       throw new HttpError("REQUEST_INVALID", `the multipart body cannot be read (${(err as Error).message}); send well-formed multipart/form-data`);
     }
-    request.body = body;
+    request.body = Object.fromEntries([...values].map(([name, list]) => [name, list.length === 1 ? list[0] : list]));
   });
 }
 

@@ -12,11 +12,11 @@ const oneOrMoreFiles = (description: string) => ({
   anyOf: [file(description), { type: "array", items: file(description), minItems: 1, maxItems: MAX_BATCH }],
 });
 
-const cameras = () => ({
+const cameras = (max = MAX_BATCH) => ({
   type: "array",
   items: { type: "string", minLength: 1, maxLength: 128 },
-  maxItems: MAX_BATCH,
-  description: `Instead of image: a camera id, meaning its latest frame (repeat for a batch of up to ${MAX_BATCH}).`,
+  maxItems: max,
+  description: `Instead of image: a camera id, meaning its latest frame${max > 1 ? ` (repeat for a batch of up to ${max})` : ""}.`,
 });
 
 const jsonText = (description: string) => ({ anyOf: [{ type: "string" }, { type: "array" }], description });
@@ -133,6 +133,11 @@ export const everythingSchema = () => ({
   response: { 200: singleOrBatch(everythingResult), ...errors },
 });
 
+const maskFields = () => ({
+  mask: { anyOf: [file("PNG, 255 (or > 127) inside the mask"), { type: "string", description: "base64 PNG" }] },
+  rle: { anyOf: [{ type: "string", description: "JSON text of a COCO RLE" }, rle] },
+});
+
 export const maskToPolygonSchema = () => ({
   summary: "Polygons (with holes) of a mask",
   description: "Multipart (`mask` as a PNG file or base64 text, or `rle` as JSON text) or a JSON body (`mask` base64 PNG or `rle` object).",
@@ -140,8 +145,7 @@ export const maskToPolygonSchema = () => ({
   body: {
     type: "object",
     properties: {
-      mask: { anyOf: [file("PNG, 255 (or > 127) inside the mask"), { type: "string", description: "base64 PNG" }] },
-      rle: { anyOf: [{ type: "string", description: "JSON text of a COCO RLE" }, rle] },
+      ...maskFields(),
       tolerance: { type: "number", minimum: 0, maximum: 1000, default: 1, description: "Douglas-Peucker tolerance in pixels; 0 keeps every pixel corner" },
     },
   },
@@ -170,6 +174,43 @@ export const maskToPolygonSchema = () => ({
     },
     ...errors,
   },
+});
+
+export const annotationSchema = (maxClassName: number) => ({
+  summary: "Store an accepted mask with its image and class in the dataset",
+  description: "Multipart: the image (`image` file or `camera`), the mask (`mask` PNG file or base64 text, or `rle` JSON text) at the image's size, and `class`.",
+  consumes: ["multipart/form-data"],
+  body: {
+    type: "object",
+    properties: {
+      image: file("the image the mask was drawn on: JPEG, PNG or WebP"),
+      camera: cameras(1),
+      ...maskFields(),
+      class: { type: "string", minLength: 1, maxLength: maxClassName, default: "object" },
+    },
+  },
+  response: {
+    201: {
+      type: "object",
+      properties: {
+        id: { type: "string" },
+        image: { type: "string", description: "the image's file name in the dataset" },
+        class: { type: "string" },
+        width: { type: "integer" },
+        height: { type: "integer" },
+        bbox,
+        area: { type: "integer" },
+      },
+    },
+    ...errors,
+  },
+});
+
+export const exportSchema = (formats: readonly string[]) => ({
+  summary: "The dataset as a .tar.gz: COCO JSON, YOLO segmentation labels or Pascal VOC",
+  querystring: { type: "object", required: ["format"], properties: { format: { type: "string", enum: [...formats] } } },
+  produces: ["application/gzip"],
+  response: errors,
 });
 
 export const healthSchema = () => ({

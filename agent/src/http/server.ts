@@ -10,6 +10,8 @@ import { DEFAULT_BODY_LIMIT } from "./limits.ts";
 import { ApiMetrics } from "./metrics.ts";
 import { fileKeyword, registerMultipart } from "./multipart.ts";
 import type { RouteContext } from "./routes/context.ts";
+import { AnnotationStore } from "./annotations/store.ts";
+import { registerAnnotationRoutes } from "./routes/annotations.ts";
 import { registerDeviceRoutes } from "./routes/device.ts";
 import { registerLabelingRoutes } from "./routes/labeling.ts";
 import { registerSegmentRoutes } from "./routes/segment.ts";
@@ -25,6 +27,8 @@ export interface ServerOptions {
   cameras?: CameraProvider;
   /** Where the API's metrics go; the daemon passes its own so its metrics share /metrics. */
   registry?: Registry;
+  /** The dataset folder (in the agent's state dir) for POST /v1/annotations and GET /v1/export; without it those routes are off. */
+  datasetDir?: string;
   /** Largest request body in bytes. */
   bodyLimit?: number;
   logger?: FastifyServerOptions["logger"];
@@ -106,6 +110,7 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
   registerDeviceRoutes(app, ctx);
   registerSegmentRoutes(app, ctx);
   registerLabelingRoutes(app, bodyLimit);
+  if (options.datasetDir) registerAnnotationRoutes(app, ctx, new AnnotationStore(options.datasetDir));
   return app;
 }
 

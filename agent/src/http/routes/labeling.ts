@@ -6,15 +6,19 @@ import { maskArea, maskBBox, type BinaryMask } from "../../segment/mask.ts";
 import { HttpError } from "../errors.ts";
 import { maskToPolygonSchema } from "../schemas.ts";
 
-interface MaskBody {
+/** The mask fields of a request (mask-to-polygon, annotations). */
+export interface MaskFields {
   /** A PNG file part, or base64 PNG text. */
   mask?: Buffer | string;
   /** JSON text (multipart) or an object (JSON body). */
   rle?: string | CocoRle | UncompressedCocoRle;
+}
+
+interface MaskToPolygonBody extends MaskFields {
   tolerance: number;
 }
 
-async function readMask(body: MaskBody): Promise<BinaryMask> {
+export async function readMask(body: MaskFields): Promise<BinaryMask> {
   if ((body.mask === undefined) === (body.rle === undefined)) {
     throw new HttpError("REQUEST_INVALID", 'send exactly one of "mask" (a PNG file, or base64 PNG text) and "rle" (COCO RLE)');
   }
@@ -31,7 +35,7 @@ async function readMask(body: MaskBody): Promise<BinaryMask> {
 }
 
 export function registerLabelingRoutes(app: FastifyInstance, fieldLimit: number): void {
-  app.post<{ Body: MaskBody }>(
+  app.post<{ Body: MaskToPolygonBody }>(
     "/v1/labeling/mask-to-polygon",
     // An RLE of a large mask is a long text field.
     { schema: maskToPolygonSchema(), config: { multipartOptions: { limits: { fieldSize: fieldLimit } } } },

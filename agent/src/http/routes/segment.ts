@@ -5,15 +5,11 @@ import type { MaskResult } from "../../segment/engine.ts";
 import { segmentEverything, type EverythingMask, type EverythingOptions } from "../../segment/everything.ts";
 import { encodeRle, maskToPngBase64, overlayImage } from "../../segment/formats/index.ts";
 import { validatePrompt, type Box, type Point, type Prompt } from "../../segment/prompts.ts";
-import { HttpError, toApiError } from "../errors.ts";
+import { toApiError } from "../errors.ts";
 import { requireMultipart } from "../multipart.ts";
 import { everythingSchema, interactiveSchema } from "../schemas.ts";
 import type { RouteContext } from "./context.ts";
-
-interface SourceFields {
-  image?: Buffer | Buffer[];
-  camera?: string[];
-}
+import { sources, type SourceFields } from "./sources.ts";
 
 interface InteractiveBody extends SourceFields {
   points?: unknown;
@@ -76,19 +72,6 @@ function perImage(value: unknown[], name: string, count: number): boolean {
     throw promptError(`${name} gives ${value.length} entries but the request has ${count} images; give one per image, or one for all`);
   }
   return split;
-}
-
-/** The images of a request, in order: uploaded files, or the latest frames of named cameras. */
-function sources(body: SourceFields, ctx: RouteContext): (() => Buffer)[] {
-  const images = body.image === undefined ? [] : Array.isArray(body.image) ? body.image : [body.image];
-  const cameras = body.camera ?? [];
-  if (images.length && cameras.length) throw new HttpError("REQUEST_INVALID", 'send image parts or camera fields, not both');
-  if (!images.length && !cameras.length) {
-    throw new HttpError("REQUEST_INVALID", 'no image: send the image as a multipart file part named "image", or a camera id in a "camera" field');
-  }
-  if (images.length) return images.map((bytes) => () => bytes);
-  // Unknown cameras fail their own item: in a batch the other images are still answered.
-  return cameras.map((id) => () => ctx.frameOf(id).bytes);
 }
 
 /**

@@ -1,0 +1,32 @@
+import type { FastifyInstance } from "fastify";
+import { maskArea, maskBBox } from "../../segment/mask.ts";
+import { EXPORT_FORMATS, exportEntries, type ExportFormat } from "../annotations/export.ts";
+import { MAX_CLASS_NAME, type AnnotationStore } from "../annotations/store.ts";
+import { tarGz } from "../annotations/tar.ts";
+import { requireMultipart } from "../multipart.ts";
+import { annotationSchema, exportSchema } from "../schemas.ts";
+import type { RouteContext } from "./context.ts";
+import { readMask, type MaskFields } from "./labeling.ts";
+import { sources, type SourceFields } from "./sources.ts";
+
+interface AnnotationBody extends SourceFields, MaskFields {
+  class: string;
+}
+
+export function registerAnnotationRoutes(app: FastifyInstance, ctx: RouteContext, store: AnnotationStore): void {
+  app.post<{ Body: AnnotationBody }>("/v1/annotations", { schema: annotationSchema(MAX_CLASS_NAME), preValidation: requireMultipart }, async (request, reply) => {
+    const image = sources(request.body, ctx)[0]!();
+    const mask = await readMask(request.body);
+    const a = await store.add(image, mask, request.body.class);
+    return reply.status(201).send({ id: a.id, image: a.image, class: a.class, width: a.width, height: a.height, bbox: maskBBox(mask), area: maskArea(mask) });
+  });
+
+  app.get<{ Querystring: { format: ExportFormat } }>("/v1/export", { schema: exportSchema(EXPORT_FORMATS) }, async (request, reply) => {
+    const { format } = request.query;
+    const annotations = await store.list();
+    return reply
+      .type("application/gzip")
+      .header("content-disposition", `attachment; filename="sam-edge-${format}.tar.gz"`)
+      .send(tarGz(exportEntries(store, annotations, format)));
+  });
+}

@@ -2,13 +2,17 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import type { FastifyInstance } from "fastify";
 import { HttpError } from "./errors.ts";
 
-/** Routes anyone may call even when a token is set: liveness probes carry no credentials. */
-const OPEN_ROUTES = new Set(["/healthz"]);
+/**
+ * Routes anyone may call even when a token is set: liveness probes carry no credentials, and
+ * the page's static shell holds no data (a browser cannot send a bearer token when it opens a
+ * URL; the page then sends the token with every API call).
+ */
+const OPEN_ROUTES = new Set(["/healthz", "/", "/app.js"]);
 
 const digest = (text: string): Buffer => createHash("sha256").update(text).digest();
 
 /**
- * With a token, every route but /healthz wants `Authorization: Bearer <token>`. Both sides are
+ * With a token, every route but the open ones wants `Authorization: Bearer <token>`. Both sides are
  * hashed first so the comparison takes the same time whatever the length or content of the
  * guess.
  */

@@ -3,18 +3,19 @@ import swaggerUi from "@fastify/swagger-ui";
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from "fastify";
 import type { Registry } from "prom-client";
 import type { SegmentEngine } from "../segment/engine.ts";
+import { AnnotationStore } from "./annotations/store.ts";
 import { registerBearerAuth } from "./auth.ts";
 import type { CameraProvider } from "./cameras.ts";
 import { HttpError, toApiError } from "./errors.ts";
 import { DEFAULT_BODY_LIMIT } from "./limits.ts";
 import { ApiMetrics } from "./metrics.ts";
 import { fileKeyword, registerMultipart } from "./multipart.ts";
-import type { RouteContext } from "./routes/context.ts";
-import { AnnotationStore } from "./annotations/store.ts";
 import { registerAnnotationRoutes } from "./routes/annotations.ts";
+import type { RouteContext } from "./routes/context.ts";
 import { registerDeviceRoutes } from "./routes/device.ts";
 import { registerLabelingRoutes } from "./routes/labeling.ts";
 import { registerSegmentRoutes } from "./routes/segment.ts";
+import { registerWebRoutes } from "./routes/web.ts";
 
 /** Only this machine can reach the API unless the configuration says otherwise. */
 export const DEFAULT_HOST = "127.0.0.1";
@@ -107,6 +108,7 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
   await app.register(swaggerUi, { routePrefix: "/docs" });
   app.get("/openapi.json", { schema: { hide: true } }, async () => app.swagger());
 
+  registerWebRoutes(app);
   registerDeviceRoutes(app, ctx);
   registerSegmentRoutes(app, ctx);
   registerLabelingRoutes(app, bodyLimit);

@@ -43,6 +43,9 @@ DEFAULTS = {
     "val_every": 100,
     "val_scenes": 48,
     "val_seed": 424242,
+    # Stop after this many steps of the `steps`-long schedule (null: run it all). The learning
+    # rate follows the full schedule either way, so a stopped run is reproduced exactly.
+    "stop_after": None,
 }
 
 
@@ -213,7 +216,7 @@ def main() -> None:
     recent: list[dict[str, float]] = []
     step = 0
     for step, batch in enumerate(data):
-        if step >= total or (time.time() - start) / 60 > args.minutes:
+        if step >= (cfg["stop_after"] or total) or (time.time() - start) / 60 > args.minutes:
             break
         opt.zero_grad(set_to_none=True)
         stats = train_step(model, batch, cfg, rng)
@@ -221,7 +224,7 @@ def main() -> None:
         opt.step()
         sched.step()
         recent.append(stats)
-        if (step + 1) % cfg["val_every"] == 0 or step + 1 == total:
+        if (step + 1) % cfg["val_every"] == 0 or step + 1 == (cfg["stop_after"] or total):
             row = {
                 "step": step + 1,
                 "minutes": round((time.time() - start) / 60, 2),
@@ -233,7 +236,8 @@ def main() -> None:
             print(json.dumps(row), file=log, flush=True)
             print(json.dumps(row), flush=True)
             torch.save({"model": model.state_dict(), "config": cfg, "step": step + 1}, args.out / "checkpoint.pt")
-    torch.save({"model": model.state_dict(), "config": cfg, "step": min(step, total)}, args.out / "checkpoint.pt")
+    if step < (cfg["stop_after"] or total):
+        torch.save({"model": model.state_dict(), "config": cfg, "step": step}, args.out / "checkpoint.pt")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 import { readFile, writeFile } from "node:fs/promises";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { FolderSource } from "./capture/folder.ts";
+import { BUNDLED_MODEL_DIR, SAMPLES_DIR } from "./config/paths.ts";
 import { isSamEdgeError, SamEdgeError } from "./errors.ts";
 import { SamModel } from "./model/sam-model.ts";
 import { SegmentEngine, type MaskResult } from "./segment/engine.ts";
@@ -9,8 +9,7 @@ import { segmentEverything, type EverythingMask } from "./segment/everything.ts"
 import { encodeRle, maskToPng, maskToPngBase64, maskToPolygons, overlayImage } from "./segment/formats/index.ts";
 import type { Box, Point, Prompt } from "./segment/prompts.ts";
 
-export const BUNDLED_MODEL_DIR = fileURLToPath(new URL("../../models/tiny-sam/", import.meta.url));
-export const SAMPLES_DIR = fileURLToPath(new URL("../samples/", import.meta.url));
+export { BUNDLED_MODEL_DIR, SAMPLES_DIR };
 
 const USAGE = `usage:
   sam-edge run [--model DIR] [--frames DIR] [--interval-ms N] [--once]

@@ -23,7 +23,7 @@ export const DEFAULT_HOST = "127.0.0.1";
 export interface ServerOptions {
   /** The engine, or its pending load: the server answers /healthz (and 503s) while the model loads. */
   engine: SegmentEngine | Promise<SegmentEngine>;
-  /** When set, every route but /healthz wants `Authorization: Bearer <token>`. */
+  /** When set, every route but /healthz and the page's static shell wants `Authorization: Bearer <token>`. */
   token?: string;
   cameras?: CameraProvider;
   /** Where the API's metrics go; the daemon passes its own so its metrics share /metrics. */
@@ -112,7 +112,7 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
   registerDeviceRoutes(app, ctx);
   registerSegmentRoutes(app, ctx);
   registerLabelingRoutes(app, bodyLimit);
-  if (options.datasetDir) registerAnnotationRoutes(app, ctx, new AnnotationStore(options.datasetDir));
+  if (options.datasetDir) registerAnnotationRoutes(app, ctx, new AnnotationStore(options.datasetDir), bodyLimit);
   return app;
 }
 

@@ -13,8 +13,14 @@ interface AnnotationBody extends SourceFields, MaskFields {
   class: string;
 }
 
-export function registerAnnotationRoutes(app: FastifyInstance, ctx: RouteContext, store: AnnotationStore): void {
-  app.post<{ Body: AnnotationBody }>("/v1/annotations", { schema: annotationSchema(MAX_CLASS_NAME), preValidation: requireMultipart }, async (request, reply) => {
+export function registerAnnotationRoutes(app: FastifyInstance, ctx: RouteContext, store: AnnotationStore, fieldLimit: number): void {
+  const options = {
+    schema: annotationSchema(MAX_CLASS_NAME),
+    preValidation: requireMultipart,
+    // A mask sent as base64 or RLE text can be a long field.
+    config: { multipartOptions: { limits: { fieldSize: fieldLimit } } },
+  };
+  app.post<{ Body: AnnotationBody }>("/v1/annotations", options, async (request, reply) => {
     const image = sources(request.body, ctx)[0]!();
     const mask = await readMask(request.body);
     const a = await store.add(image, mask, request.body.class);

@@ -1,7 +1,7 @@
 /**
  * int8 against float, measured side by side in one run on this machine:
  *
- *   npx tsx bench/quantize.ts [--tiny-int8 DIR] [--runs N] [--skip-vit-b]
+ *   npx tsx bench/quantize.ts [--tiny-int8 DIR] [--vit-b DIR --vit-b-int8 DIR] [--runs N] [--skip-vit-b]
  *
  * Prints JSON (budgets from the quantisation issue):
  * - tiny: the bundled model and its int8 folder (scripts/quantize, default
@@ -13,6 +13,8 @@
  *   both made into .cache/models/ when missing, which takes minutes): median encoder and decoder
  *   latency through the engine's model sessions, runs interleaved, and fp32/int8 speed-ups
  *   (encoder >= 1.8, decoder >= 1.0); peak RSS of a fresh process running the engine on each.
+ *   --vit-b and --vit-b-int8 measure another float/int8 pair instead (a real sam-vit-base
+ *   export, say); folders given that way are never generated.
  */
 import { execFile } from "node:child_process";
 import { access, readdir, readFile, stat } from "node:fs/promises";
@@ -29,12 +31,12 @@ import { loadScene, SCENES_DIR } from "../test/helpers/scenes.ts";
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const CACHE = join(ROOT, ".cache", "models");
-const VIT_B = join(CACHE, "sam-vit-b-random");
-const VIT_B_INT8 = join(CACHE, "sam-vit-b-random-int8");
 
 const { values } = parseArgs({
   options: {
     "tiny-int8": { type: "string", default: join(ROOT, "models", "quantized", "tiny-sam-int8") },
+    "vit-b": { type: "string" },
+    "vit-b-int8": { type: "string" },
     runs: { type: "string", default: "5" },
     "skip-vit-b": { type: "boolean", default: false },
   },
@@ -119,7 +121,10 @@ async function python(args: string[]): Promise<void> {
   await run("python3", args, { cwd: ROOT, maxBuffer: 64 * 1024 * 1024 });
 }
 
-async function ensureVitB(): Promise<void> {
+/** The random ViT-B pair in .cache/models, exported and quantised the first time. */
+async function randomVitB(): Promise<{ fp32: string; int8: string }> {
+  const VIT_B = join(CACHE, "sam-vit-b-random");
+  const VIT_B_INT8 = join(CACHE, "sam-vit-b-random-int8");
   if (!(await exists(join(VIT_B, "manifest.json")))) {
     await python(["scripts/export/export_hf_sam.py", "--random-config", "vit-b", "--out", VIT_B]);
   }
@@ -132,6 +137,7 @@ async function ensureVitB(): Promise<void> {
       ...["--calibration-scenes", "8", "--eval-scenes", "4", "--latency-runs", "2", "--budget", "report", "--out", VIT_B_INT8],
     ]);
   }
+  return { fp32: VIT_B, int8: VIT_B_INT8 };
 }
 
 async function rss(dir: string): Promise<unknown> {
@@ -141,8 +147,10 @@ async function rss(dir: string): Promise<unknown> {
 }
 
 async function vitB() {
-  await ensureVitB();
-  const models = { fp32: await SamModel.load(VIT_B), int8: await SamModel.load(VIT_B_INT8) };
+  const given = values["vit-b"] !== undefined || values["vit-b-int8"] !== undefined;
+  if (given && (values["vit-b"] === undefined || values["vit-b-int8"] === undefined)) throw new Error("--vit-b and --vit-b-int8 come together");
+  const dirs = given ? { fp32: values["vit-b"]!, int8: values["vit-b-int8"]! } : await randomVitB();
+  const models = { fp32: await SamModel.load(dirs.fp32), int8: await SamModel.load(dirs.int8) };
   const size = 1024;
   const pixels = new Float32Array(3 * size * size).map(() => Math.random() * 2 - 1);
   const emb: Record<string, ort.Tensor> = {};
@@ -173,16 +181,16 @@ async function vitB() {
     }
   }
   const bytes = { fp32: await folderBytes(models.fp32), int8: await folderBytes(models.int8) };
-  const script = JSON.parse(await readFile(join(VIT_B_INT8, "manifest.json"), "utf8"));
+  const script = JSON.parse(await readFile(join(dirs.int8, "manifest.json"), "utf8"));
   await Promise.all([models.fp32.release(), models.int8.release()]);
   const med = (o: Record<string, number[]>) => ({ fp32: r(median(o.fp32!), 1), int8: r(median(o.int8!), 1) });
   return {
-    models: { fp32: VIT_B, int8: VIT_B_INT8, int8_encoder_method: script.method.encoder, weights: "random (scripts/export --random-config vit-b)" },
+    models: { fp32: dirs.fp32, int8: dirs.int8, int8_encoder_method: script.method?.encoder, source: models.fp32.manifest.source },
     bytes,
     runs: { encoder: runs, decoder: runs * 5 },
     median_ms: { encoder: med(enc), decoder: med(dec), decoder_orig_size: "640x480" },
     speedup_fp32_over_int8: { encoder: r(median(enc.fp32!) / median(enc.int8!)), decoder: r(median(dec.fp32!) / median(dec.int8!)) },
-    peak_rss_engine: { int8: await rss(VIT_B_INT8), fp32: await rss(VIT_B) },
+    peak_rss_engine: { int8: await rss(dirs.int8), fp32: await rss(dirs.fp32) },
   };
 }
 

@@ -81,7 +81,8 @@ describe("sam-edge CLI", () => {
     await writeFile(join(frames, "a.jpg"), await readFile(join(SCENES_DIR, "portrait.jpg")));
     await writeFile(join(frames, "b.png"), await readFile(join(SCENES_DIR, "small.png")));
     await writeFile(join(frames, "c.jpg"), Buffer.from("broken frame"));
-    const r = await cli(["run", "--once", "--frames", frames, "--interval-ms", "0"]);
+    // No broker, no HTTP port: this checks the frames, not the daemon's outputs (test/daemon*.test.ts do).
+    const r = await cli(["run", "--once", "--print", "--frames", frames, "--interval-ms", "0", "--set", "mqtt.enabled=false", "--set", "http.enabled=false", "--set", `state_dir=${join(tmp, "state")}`]);
     expect(r.code, r.stderr).toBe(0);
     const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
     expect(lines.map((l) => [l.frame, l.width, l.height])).toEqual([

@@ -1,7 +1,9 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
-import { FolderSource } from "./capture/folder.ts";
+import { loadConfig, type ConfigInputs } from "./config/load.ts";
 import { BUNDLED_MODEL_DIR, SAMPLES_DIR } from "./config/paths.ts";
+import { Controller } from "./pipeline/controller.ts";
+import { createLogger } from "./pipeline/log.ts";
 import { isSamEdgeError, SamEdgeError } from "./errors.ts";
 import { SamModel } from "./model/sam-model.ts";
 import { SegmentEngine, type MaskResult } from "./segment/engine.ts";
@@ -12,8 +14,10 @@ import type { Box, Point, Prompt } from "./segment/prompts.ts";
 export { BUNDLED_MODEL_DIR, SAMPLES_DIR };
 
 const USAGE = `usage:
-  sam-edge run [--model DIR] [--frames DIR] [--interval-ms N] [--once]
-      segments each frame of a folder (default: the bundled samples) and prints one JSON line per frame
+  sam-edge run [--config FILE] [--set key.path=value ...] [--model DIR] [--frames DIR] [--interval-ms N] [--once] [--print]
+      the agent: cameras in, masks out over MQTT, the HTTP API; with no config, a demo on the bundled
+      samples. --frames/--interval-ms/--once replace the cameras with one folder camera (--once: one
+      pass, then exit); --print writes one JSON line per result on stdout
   sam-edge segment IMAGE (--point x,y[,label] ... [--box x0,y0,x1,y1] [--multimask] | --everything [--points-per-side N])
                    [--model DIR] [--format json|rle|polygon|png|overlay] [--tolerance PX] [--out FILE]
       prints the result as JSON with each mask as a base64 PNG (json), COCO RLE (rle) or polygons
@@ -113,50 +117,49 @@ async function runCommand(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
     options: {
+      config: { type: "string" },
+      set: { type: "string", multiple: true },
       model: { type: "string" },
       frames: { type: "string" },
-      "interval-ms": { type: "string", default: "1000" },
+      "interval-ms": { type: "string" },
       once: { type: "boolean" },
+      print: { type: "boolean" },
     },
   });
-  const interval = Number(values["interval-ms"]);
-  if (!Number.isInteger(interval) || interval < 0) throw usageError(`--interval-ms must be a whole number of milliseconds`);
-  const model = await SamModel.load(values.model ?? BUNDLED_MODEL_DIR);
-  const engine = new SegmentEngine(model);
-  const source = new FolderSource({ cameraId: "demo", dir: values.frames ?? SAMPLES_DIR, intervalMs: interval, loop: !values.once });
-  const stop = new AbortController();
-  for (const sig of ["SIGINT", "SIGTERM"] as const) process.once(sig, () => stop.abort());
-  console.error(`sam-edge: model ${model.manifest.name} from ${model.dir}; segmenting frames of camera "${source.cameraId}" (Ctrl-C stops)`);
-  try {
-    for await (const frame of source.frames(stop.signal)) {
-      try {
-        // Until prompts come from configuration, a click at the frame's centre.
-        const { embedding } = await engine.embed(frame.bytes);
-        const point: Point = { x: embedding.width / 2, y: embedding.height / 2, label: 1 };
-        const result = await engine.segment(embedding, { points: [point] });
-        const best = result.masks[0]!;
-        console.log(
-          JSON.stringify({
-            camera: frame.cameraId,
-            frame: frame.seq,
-            captured_at: frame.capturedAt.toISOString(),
-            width: result.width,
-            height: result.height,
-            prompt: point,
-            bbox: best.bbox,
-            area: best.area,
-            confidence: round(best.confidence),
-            stability: round(best.stability),
-          }),
-        );
-      } catch (err) {
-        if (!isSamEdgeError(err)) throw err;
-        console.error(`sam-edge: camera ${frame.cameraId} frame ${frame.seq} skipped: ${err.code}: ${err.message}`);
-      }
-    }
-  } finally {
-    await model.release();
+  // The shortcut flags are settings like any other: validated by the schema, named in its errors.
+  const overrides: NonNullable<ConfigInputs["overrides"]> = [];
+  if (values.model) overrides.push({ path: ["model", "dir"], value: values.model, origin: "--model" });
+  if (values.print) overrides.push({ path: ["print_results"], value: true, origin: "--print" });
+  const demo = values.frames !== undefined || values["interval-ms"] !== undefined || values.once;
+  if (demo) {
+    const interval = values["interval-ms"] === undefined ? 1000 : Number(values["interval-ms"]);
+    overrides.push({
+      path: ["cameras"],
+      value: [{ id: "demo", type: "folder", dir: values.frames ?? SAMPLES_DIR, interval_ms: interval, loop: !values.once }],
+      origin: "--frames/--interval-ms/--once",
+    });
   }
+  const config = await loadConfig({ ...(values.config ? { file: values.config } : {}), sets: values.set ?? [], overrides });
+  const log = createLogger(config.log_level);
+  const controller = await Controller.start(config, log);
+  const signalled = new Promise<NodeJS.Signals>((resolve) => {
+    process.once("SIGINT", resolve);
+    process.once("SIGTERM", resolve);
+  });
+  const cameras = config.cameras.filter((c) => c.enabled).map((c) => `${c.id} (${c.type})`);
+  log.info(`device ${config.device_id}: ${cameras.length ? `cameras ${cameras.join(", ")}` : "no cameras"}; state in ${config.state_dir}`);
+  if (controller.mqttUrl) {
+    const url = new URL(controller.mqttUrl);
+    log.info(`results over MQTT at ${controller.mqttUrl}; watch them with: mosquitto_sub -h ${url.hostname} -p ${url.port || 1883} -v -t '${config.mqtt.base_topic}/#'`);
+  }
+  if (controller.httpUrl) log.info(`HTTP API at ${controller.httpUrl} (OpenAPI at ${controller.httpUrl}/docs)`);
+  const signal = await Promise.race([signalled, values.once ? controller.finished().then(() => undefined) : new Promise<never>(() => {})]);
+  if (signal) {
+    log.info(`${signal}: finishing the frames in flight, flushing the outbox (${signal} again quits at once)`);
+    process.once(signal, () => process.exit(130));
+  }
+  await controller.stop();
+  log.info("stopped");
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -1,7 +1,8 @@
 import { readdir, readFile } from "node:fs/promises";
 import { extname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { Frame, FrameSource } from "./source.ts";
+import { SourceState } from "./health.ts";
+import type { Frame, FrameSource, SourceHealth } from "./source.ts";
 
 const IMAGE_EXTENSIONS = new Set([".jpg", ".jpeg", ".png", ".webp"]);
 
@@ -17,14 +18,21 @@ export interface FolderSourceOptions {
 /** Image files of a folder in name order: the demo camera, and a test double for real ones. */
 export class FolderSource implements FrameSource {
   readonly cameraId: string;
+  readonly live = false;
+  private readonly state = new SourceState();
 
   constructor(private readonly options: FolderSourceOptions) {
     this.cameraId = options.cameraId;
   }
 
+  health(): SourceHealth {
+    return this.state.snapshot();
+  }
+
   async *frames(signal: AbortSignal): AsyncIterable<Frame> {
     const files = (await readdir(this.options.dir)).filter((f) => IMAGE_EXTENSIONS.has(extname(f).toLowerCase())).sort();
     if (files.length === 0) throw new Error(`camera ${this.cameraId}: no .jpg, .png or .webp files in ${this.options.dir}`);
+    this.state.connected = true;
     let seq = 0;
     do {
       for (const file of files) {
@@ -33,5 +41,6 @@ export class FolderSource implements FrameSource {
         await sleep(this.options.intervalMs, undefined, { signal }).catch(() => undefined);
       }
     } while (this.options.loop && !signal.aborted);
+    this.state.connected = false;
   }
 }

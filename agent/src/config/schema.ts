@@ -156,7 +156,8 @@ const sourceKeySchemas: Record<string, object> = {
   input: { type: "string", minLength: 1 },
   input_args: { type: "array", items: { type: "string" } },
   fps: { type: "number", exclusiveMinimum: 0 },
-  device: { type: "string", minLength: 1 },
+  // node-webcam hands the device to a shell: only characters a device path needs.
+  device: { type: "string", pattern: "^[A-Za-z0-9_./:-]+$" },
   width: { type: "integer", minimum: 1 },
   height: { type: "integer", minimum: 1 },
 };

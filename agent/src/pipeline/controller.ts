@@ -1,0 +1,271 @@
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import type { FastifyInstance } from "fastify";
+import { collectDefaultMetrics, Gauge, Registry } from "prom-client";
+import { createSource } from "../capture/create.ts";
+import { SamClient } from "../client/client.ts";
+import type { Config } from "../config/schema.ts";
+import { createServer } from "../http/server.ts";
+import { SamModel } from "../model/sam-model.ts";
+import { brokerOptions } from "../publish/mqtt-options.ts";
+import { isListening, startEmbeddedBroker, type EmbeddedBroker } from "../publish/broker.ts";
+import { MqttPublisher, Topics } from "../publish/mqtt.ts";
+import { Outbox } from "../publish/outbox.ts";
+import { CircuitBreaker } from "../route/breaker.ts";
+import { CloudBudget } from "../route/budget.ts";
+import { Router } from "../route/router.ts";
+import { SegmentEngine } from "../segment/engine.ts";
+import { overlayImage } from "../segment/formats/index.ts";
+import type { Logger } from "./log.ts";
+import { Pipeline, type ProcessedFrame } from "./pipeline.ts";
+import { RequestHandler } from "./requests.ts";
+import { printable, resultBody } from "./result.ts";
+
+export interface ControllerOptions {
+  /** Where --print lines go. */
+  print?: (line: string) => void;
+}
+
+const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1", "[::1]"]);
+/** How long a stop waits for the broker to take the outbox before leaving it for the next start. */
+const FLUSH_TIMEOUT_MS = 5000;
+
+/**
+ * The daemon: one of each part, wired once. Sources feed the pipeline, the pipeline runs jobs
+ * through the router on the one engine, results go to the publisher (and stdout with --print);
+ * the HTTP API shares the engine and the cameras.
+ */
+export class Controller {
+  readonly runId = Date.now().toString(36);
+  readonly registry = new Registry();
+  mqttUrl: string | undefined;
+  httpUrl: string | undefined;
+  private broker: EmbeddedBroker | undefined;
+  private publisher: MqttPublisher | undefined;
+  private http: FastifyInstance | undefined;
+  private statsTimer: NodeJS.Timeout | undefined;
+  private pipeline!: Pipeline;
+  private router!: Router;
+  private topics: Topics;
+  private engine!: Promise<SegmentEngine>;
+  private loaded: SegmentEngine | undefined;
+  private stopping: Promise<void> | undefined;
+
+  private constructor(
+    readonly config: Config,
+    private readonly log: Logger,
+    private readonly options: ControllerOptions,
+  ) {
+    this.topics = new Topics(config.mqtt.base_topic, config.device_id);
+  }
+
+  static async start(config: Config, log: Logger, options: ControllerOptions = {}): Promise<Controller> {
+    const c = new Controller(config, log, options);
+    try {
+      await c.startParts();
+    } catch (err) {
+      await c.stop();
+      throw err;
+    }
+    return c;
+  }
+
+  private async startParts(): Promise<void> {
+    const { config, log } = this;
+    await mkdir(config.state_dir, { recursive: true });
+    this.engine = SamModel.load(config.model.dir, { intraOpThreads: config.model.threads, graphOptimizationLevel: "all", executionProviders: ["cpu"] }).then(
+      (model) => new SegmentEngine(model),
+    );
+    this.engine.then(
+      (e) => {
+        this.loaded = e;
+        log.info(`model ${e.model.manifest.name} loaded from ${e.model.dir}`);
+      },
+      (err: Error) => log.error(`the model did not load (${(err as { code?: string }).code ?? "error"}: ${err.message}); cameras routed local will fail, cloud/auto ones use the cloud`),
+    );
+    const cloud = config.cloud;
+    this.router = new Router({
+      engine: this.engine,
+      latencyBudgetMs: config.routing.latency_budget_ms,
+      ...(cloud.token
+        ? {
+            cloud: {
+              client: new SamClient({ baseUrl: cloud.base_url, token: cloud.token, timeoutMs: cloud.timeout_ms }),
+              budget: new CloudBudget(config.state_dir, cloud.monthly_budget),
+              breaker: new CircuitBreaker(cloud.breaker_failures, cloud.breaker_reset_ms),
+              retries: cloud.retries,
+              retryBaseMs: cloud.retry_base_ms,
+            },
+          }
+        : {}),
+    });
+
+    let protocol = config.mqtt.protocol_version;
+    if (config.mqtt.enabled) {
+      const url = new URL(config.mqtt.url);
+      const port = Number(url.port || (url.protocol === "mqtts:" ? 8883 : 1883));
+      const local = LOOPBACK.has(url.hostname);
+      const embedded = config.mqtt.embedded_broker;
+      if (embedded === "always" || (embedded === "auto" && local && !(await isListening(url.hostname, port)))) {
+        this.broker = await startEmbeddedBroker(url.hostname, port);
+        // aedes speaks MQTT 3.1.1: requests are answered on the reply topic rather than MQTT 5's response topic.
+        protocol = 4;
+        log.info(`mqtt: no broker listened on ${url.hostname}:${port}; started an embedded one (aedes, MQTT 3.1.1)`);
+      }
+      this.mqttUrl = config.mqtt.url;
+    }
+    const client = { ...brokerOptions(config.mqtt, protocol), clientId: config.mqtt.client_id ?? `sam-edge-${config.device_id}` };
+
+    this.pipeline = new Pipeline(
+      config.cameras.filter((c) => c.enabled).map((settings) => ({ settings, source: createSource(settings, { url: config.mqtt.url, client }) })),
+      { router: this.router, defaultRoute: config.routing.default_route, log, onResult: (p) => this.onResult(p) },
+    );
+
+    if (config.mqtt.enabled) {
+      const outbox = await Outbox.open(
+        join(config.state_dir, "outbox"),
+        { maxMessages: config.mqtt.outbox.max_messages, maxBytes: config.mqtt.outbox.max_bytes, fsync: config.mqtt.outbox.fsync },
+        (message, dropped) => {
+          if (dropped <= 5 || dropped % 100 === 0) log.warn(`outbox full: dropped the oldest message (${message.topic}); ${dropped} dropped since start`);
+        },
+      );
+      if (outbox.depth > 0) log.info(`outbox: ${outbox.depth} results from an earlier run wait to be sent`);
+      const requests = new RequestHandler({ router: this.router, pipeline: this.pipeline, config, topicFor: (id) => this.topics.response(id) });
+      this.publisher = new MqttPublisher({
+        url: config.mqtt.url,
+        client,
+        topics: this.topics,
+        outbox,
+        log,
+        ...(config.mqtt.requests ? { onRequest: (r) => requests.answer(r.payload) } : {}),
+      });
+      this.registerMetrics(outbox);
+      this.publisher.start();
+      this.statsTimer = setInterval(() => this.publishStats(), config.mqtt.stats_interval_s * 1000);
+      this.statsTimer.unref();
+    } else {
+      this.registerMetrics(undefined);
+    }
+
+    if (config.http.enabled) {
+      this.http = await createServer({
+        engine: this.engine,
+        cameras: this.pipeline,
+        registry: this.registry,
+        datasetDir: join(config.state_dir, "dataset"),
+        ...(config.http.token ? { token: config.http.token } : {}),
+      });
+      try {
+        await this.http.listen({ host: config.http.host, port: config.http.port });
+      } catch (err) {
+        throw new Error(`the HTTP API cannot listen on ${config.http.host}:${config.http.port} (${(err as Error).message}); set http.port (SAM_EDGE_HTTP_PORT) or http.enabled=false`);
+      }
+      const address = this.http.server.address();
+      if (address && typeof address === "object") this.httpUrl = `http://${address.family === "IPv6" ? `[${address.address}]` : address.address}:${address.port}`;
+    }
+    this.pipeline.start();
+  }
+
+  /** Resolves when every source has ended (only finite sources do: folders without loop). */
+  finished(): Promise<void> {
+    return this.pipeline.finished();
+  }
+
+  stats(): Record<string, unknown> {
+    return {
+      device: this.config.device_id,
+      at: new Date().toISOString(),
+      cameras: this.pipeline.stats(),
+      router: this.router.stats,
+      // Left out while the model loads, or when it failed to.
+      engine: this.loaded?.cacheStats,
+      mqtt: this.publisher ? { connected: this.publisher.connected, outbox: this.outboxStats() } : undefined,
+      memory_mb: Math.round(process.memoryUsage().rss / 1048576),
+    };
+  }
+
+  private outbox: Outbox | undefined;
+
+  private outboxStats(): { depth: number; bytes: number; dropped: number } | undefined {
+    return this.outbox ? { depth: this.outbox.depth, bytes: this.outbox.bytes, dropped: this.outbox.dropped } : undefined;
+  }
+
+  private publishStats(): void {
+    this.publisher?.publishVolatile(this.topics.stats, JSON.stringify(this.stats()));
+  }
+
+  private registerMetrics(outbox: Outbox | undefined): void {
+    this.outbox = outbox;
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry });
+    const pipeline = this.pipeline;
+    const router = this.router;
+    const perCamera = (name: string, help: string, read: (s: ReturnType<Pipeline["stats"]>[string]) => number) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ["camera"],
+        registers,
+        collect() {
+          for (const [camera, s] of Object.entries(pipeline.stats())) this.set({ camera }, read(s));
+        },
+      });
+    perCamera("sam_edge_frames_received_total", "Frames delivered by each camera", (s) => s.frames);
+    perCamera("sam_edge_frames_processed_total", "Frames segmented and published", (s) => s.processed);
+    perCamera("sam_edge_frames_dropped_total", "Frames replaced by a newer one before the engine got to them", (s) => s.dropped);
+    perCamera("sam_edge_frames_corrupt_total", "Frames skipped as corrupt, truncated or too large", (s) => s.corrupt);
+    new Gauge({
+      name: "sam_edge_outbox_depth",
+      help: "Results waiting on disk for the broker",
+      registers,
+      collect() {
+        this.set(outbox?.depth ?? 0);
+      },
+    });
+    new Gauge({
+      name: "sam_edge_cloud_calls_left",
+      help: "Cloud calls left in this month's budget (-1: no cloud configured)",
+      registers,
+      collect() {
+        this.set(router.stats.cloudCallsLeft ?? -1);
+      },
+    });
+  }
+
+  private async onResult({ frame, result, queueMs }: ProcessedFrame): Promise<void> {
+    const started = performance.now();
+    const body = resultBody(result, this.config.results, { queueMs });
+    const formatMs = performance.now() - started;
+    const latency = body.latency_ms as Record<string, number>;
+    latency.format = Math.round(formatMs * 100) / 100;
+    latency.total = Date.now() - frame.capturedAt.getTime();
+    const message = {
+      device: this.config.device_id,
+      camera: frame.cameraId,
+      frame: frame.seq,
+      frame_id: `${this.runId}-${frame.seq}`,
+      captured_at: frame.capturedAt.toISOString(),
+      ...body,
+    };
+    if (this.config.print_results) (this.options.print ?? ((l: string) => process.stdout.write(l + "\n")))(printable(message));
+    if (!this.publisher) return;
+    await this.publisher.publishDurable(this.topics.result(frame.cameraId), Buffer.from(JSON.stringify(message)));
+    if (this.config.results.overlay && this.publisher.connected) {
+      const jpeg = await overlayImage(frame.bytes, result.masks.map((m) => m.mask));
+      this.publisher.publishVolatile(this.topics.overlay(frame.cameraId), jpeg, true);
+    }
+  }
+
+  /** Drains in-flight frames, flushes the outbox, says offline, closes everything. Idempotent. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      clearInterval(this.statsTimer);
+      await this.pipeline?.stop();
+      await this.publisher?.stop(FLUSH_TIMEOUT_MS);
+      await this.http?.close();
+      await this.broker?.close();
+      await this.engine?.then((e) => e.model.release()).catch(() => undefined);
+    })();
+    return this.stopping;
+  }
+}

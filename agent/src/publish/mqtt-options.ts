@@ -1,0 +1,26 @@
+import { readFileSync } from "node:fs";
+import type { IClientOptions } from "mqtt";
+import type { Config } from "../config/schema.ts";
+
+/**
+ * Client options for the configured broker: credentials, TLS files, protocol. Every MQTT
+ * client of the agent (publisher, relayed-frame sources) starts from these.
+ */
+export function brokerOptions(mqtt: Config["mqtt"], protocolVersion: 4 | 5 = mqtt.protocol_version): IClientOptions {
+  const file = (path: string | undefined) => (path ? readFileSync(path) : undefined);
+  const ca = file(mqtt.ca);
+  const cert = file(mqtt.cert);
+  const key = file(mqtt.key);
+  return {
+    protocolVersion,
+    keepalive: mqtt.keepalive_s,
+    reconnectPeriod: 1000,
+    connectTimeout: 10_000,
+    rejectUnauthorized: mqtt.reject_unauthorized,
+    ...(mqtt.username !== undefined ? { username: mqtt.username } : {}),
+    ...(mqtt.password !== undefined ? { password: mqtt.password } : {}),
+    ...(ca ? { ca } : {}),
+    ...(cert ? { cert } : {}),
+    ...(key ? { key } : {}),
+  };
+}

@@ -76,6 +76,10 @@ export class JpegSplitter {
     }
     const m = b[p + 1]!;
     if (m === 0xd9) {
+      if (p + 2 > this.maxFrameBytes) {
+        this.restart(p + 2, true);
+        return this.next();
+      }
       const frame = Buffer.from(b.subarray(0, p + 2));
       this.restart(p + 2, false);
       return frame;

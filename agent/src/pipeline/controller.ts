@@ -247,9 +247,10 @@ export class Controller {
       captured_at: frame.capturedAt.toISOString(),
       ...body,
     };
+    // Queued before printed: a printed result is on disk, whatever happens to the process next.
+    await this.publisher?.publishDurable(this.topics.result(frame.cameraId), Buffer.from(JSON.stringify(message)));
     if (this.config.print_results) (this.options.print ?? ((l: string) => process.stdout.write(l + "\n")))(printable(message));
     if (!this.publisher) return;
-    await this.publisher.publishDurable(this.topics.result(frame.cameraId), Buffer.from(JSON.stringify(message)));
     if (this.config.results.overlay && this.publisher.connected) {
       const jpeg = await overlayImage(frame.bytes, result.masks.map((m) => m.mask));
       this.publisher.publishVolatile(this.topics.overlay(frame.cameraId), jpeg, true);

@@ -41,6 +41,11 @@ export class CloudBudget {
     return Math.max(0, this.limit - this.used);
   }
 
+  /** Gives back a call that provably never reached the service (the connection was refused). */
+  refund(): void {
+    if (this.used > 0) this.store.set({ month: monthOf(this.now()), used: this.used - 1 });
+  }
+
   /** Takes one call from the budget; false (and nothing taken) when none is left. */
   tryReserve(): boolean {
     const month = monthOf(this.now());

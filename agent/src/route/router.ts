@@ -230,6 +230,7 @@ export class Router {
       try {
         return await fn();
       } catch (err) {
+        if (NOT_SENT.has(((err as Error).cause as { code?: string } | undefined)?.code ?? "")) cloud.budget.refund();
         const status = err instanceof SamApiError ? err.status : undefined;
         const retryable = status === undefined || status === 429 || status >= 500;
         const message = err instanceof Error ? err.message : String(err);
@@ -244,6 +245,9 @@ export class Router {
     }
   }
 }
+
+/** Connection errors that mean the request never left this box: no call was spent. */
+const NOT_SENT = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "ENETUNREACH", "EHOSTUNREACH"]);
 
 type InteractivePrompt = Parameters<SamClient["interactive"]>[1];
 

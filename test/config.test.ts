@@ -1,6 +1,7 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig, type ConfigInputs } from "../agent/src/config/load.ts";
 import { BUNDLED_MODEL_DIR, SAMPLES_DIR } from "../agent/src/config/paths.ts";
@@ -107,6 +108,14 @@ describe("configuration", () => {
     const message = await rejection({ file: path });
     expect(message).toMatch(/cameras\[0\]\.dir does not apply to cameras of type "mjpeg"/);
     expect(message).toMatch(/cameras\[1\]\.input is required for cameras of type "ffmpeg"/);
+  });
+
+  it("deploy/config.example.json (a Pi with a USB webcam and two ESP32-CAMs) is valid as shipped", async () => {
+    const example = fileURLToPath(new URL("../deploy/config.example.json", import.meta.url));
+    const c = await loadConfig({ file: example, env: {} });
+    expect(c.cameras.map((cam) => `${cam.id}:${cam.type}`)).toEqual(["workbench:webcam", "driveway:mjpeg", "mailbox:snapshot"]);
+    expect(c.cameras[1]).toMatchObject({ route: "auto", timeout_ms: 10_000 });
+    expect(c.mqtt).toMatchObject({ username: "sam-edge", embedded_broker: "never", protocol_version: 5 });
   });
 
   it("unknown SAM_EDGE_ variables, bad JSON, duplicate ids and pixel prompts marked normalized fail", async () => {

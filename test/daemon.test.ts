@@ -2,6 +2,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { decodeRle, polygonsToMask, type CocoRle, type Polygon } from "../agent/src/segment/formats/index.ts";
 import { maskIoU } from "../agent/src/segment/mask.ts";
@@ -57,7 +58,7 @@ describe("sam-edge run: cameras in, masks out over MQTT", () => {
         device_id: device,
         state_dir: join(tmp, "state"),
         mqtt: { url: broker.url, base_topic: base, stats_interval_s: 1 },
-        results: { mask_formats: ["rle", "polygon"], polygon_tolerance: 0 },
+        results: { mask_formats: ["rle", "polygon"], polygon_tolerance: 0, overlay: true },
         http: { port: httpPort },
         cameras: [
           {
@@ -128,13 +129,26 @@ describe("sam-edge run: cameras in, masks out over MQTT", () => {
     expect(camera.unauthorized).toBe(0);
   });
 
+  it("overlays: a retained JPEG of the masks over the frame, per camera", async () => {
+    const overlays = sub.on(new RegExp(`^${base}/${device}/cameras/usb/overlay$`));
+    expect(overlays.length).toBeGreaterThan(0);
+    const meta = await sharp(overlays.at(-1)!.payload).metadata();
+    expect([meta.format, meta.width, meta.height]).toEqual(["jpeg", 160, 120]);
+    // The overlay differs from the frame: the mask is drawn on it.
+    const [frame, overlay] = await Promise.all([small, overlays.at(-1)!.payload].map((b) => sharp(b).raw().toBuffer()));
+    expect(frame!.equals(overlay!)).toBe(false);
+  });
+
   it("corrupt frames (truncated JPEG, not an image) are counted and skipped; stats say so, per camera", async () => {
     await sub.waitFor(() => sub.json(/\/stats$/).some((s) => s.cameras?.door?.corrupt >= 2), "stats counting corrupt frames");
     const stats = sub.json(/\/stats$/).at(-1)!;
     expect(stats.device).toBe(device);
     expect(stats.cameras.door.corrupt).toBeGreaterThanOrEqual(2);
     expect(stats.cameras.door.processed).toBeGreaterThanOrEqual(3);
-    expect(stats.cameras.pattern).toMatchObject({ connected: true, corrupt: 0 });
+    expect(stats.cameras.pattern).toMatchObject({ connected: true, corrupt: 0, reconnects: 0 });
+    expect(stats.cameras.pattern.fps_in).toBeGreaterThan(1);
+    expect(stats.cameras.pattern.fps_out).toBeGreaterThan(0);
+    expect(stats.cameras.pattern.fps_out).toBeLessThanOrEqual(2.5);
     // Frames arrive faster than max_fps lets them through: the surplus is dropped, not queued.
     expect(stats.cameras.pattern.dropped).toBeGreaterThan(0);
     expect(stats.mqtt.connected).toBe(true);

@@ -5,6 +5,7 @@ import { collectDefaultMetrics, Gauge, Registry } from "prom-client";
 import { createSource } from "../capture/create.ts";
 import { SamClient } from "../client/client.ts";
 import type { Config } from "../config/schema.ts";
+import { SamEdgeError } from "../errors.ts";
 import { createServer } from "../http/server.ts";
 import { SamModel } from "../model/sam-model.ts";
 import { brokerOptions } from "../publish/mqtt-options.ts";
@@ -158,7 +159,10 @@ export class Controller {
       try {
         await this.http.listen({ host: config.http.host, port: config.http.port });
       } catch (err) {
-        throw new Error(`the HTTP API cannot listen on ${config.http.host}:${config.http.port} (${(err as Error).message}); set http.port (SAM_EDGE_HTTP_PORT) or http.enabled=false`);
+        throw new SamEdgeError(
+          "CONFIG_INVALID",
+          `http.port: the HTTP API cannot listen on ${config.http.host}:${config.http.port} (${(err as Error).message}); set another http.port (SAM_EDGE_HTTP_PORT) or http.enabled=false`,
+        );
       }
       const address = this.http.server.address();
       if (address && typeof address === "object") this.httpUrl = `http://${address.family === "IPv6" ? `[${address.address}]` : address.address}:${address.port}`;

@@ -1,16 +1,25 @@
 import { readFileSync } from "node:fs";
 import type { IClientOptions } from "mqtt";
 import type { Config } from "../config/schema.ts";
+import { SamEdgeError } from "../errors.ts";
 
 /**
  * Client options for the configured broker: credentials, TLS files, protocol. Every MQTT
  * client of the agent (publisher, relayed-frame sources) starts from these.
  */
 export function brokerOptions(mqtt: Config["mqtt"], protocolVersion: 4 | 5 = mqtt.protocol_version): IClientOptions {
-  const file = (path: string | undefined) => (path ? readFileSync(path) : undefined);
-  const ca = file(mqtt.ca);
-  const cert = file(mqtt.cert);
-  const key = file(mqtt.key);
+  const file = (key: "ca" | "cert" | "key") => {
+    const path = mqtt[key];
+    if (!path) return undefined;
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new SamEdgeError("CONFIG_INVALID", `mqtt.${key}: cannot read ${path}: ${(err as Error).message}`);
+    }
+  };
+  const ca = file("ca");
+  const cert = file("cert");
+  const key = file("key");
   return {
     protocolVersion,
     keepalive: mqtt.keepalive_s,

@@ -1,10 +1,13 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { promisify } from "node:util";
 import { isListening } from "../../agent/src/publish/broker.ts";
+
+const exec = promisify(execFile);
 
 /** A port the OS says is free now: tests never depend on 1883 or 8080. */
 export async function freePort(): Promise<number> {
@@ -31,14 +34,34 @@ export class Mosquitto {
     private readonly dir: string,
   ) {}
 
-  static async start(): Promise<Mosquitto> {
+  /** TLS: a self-signed certificate for 127.0.0.1 (`ca` is the file to trust). */
+  tls = false;
+
+  get ca(): string {
+    return join(this.dir, "cert.pem");
+  }
+
+  /** With `users`, only they may connect (a mosquitto_passwd file); with `tls`, over TLS only. */
+  static async start(options: { tls?: boolean; users?: Record<string, string> } = {}): Promise<Mosquitto> {
     const dir = await mkdtemp(join(tmpdir(), "sam-edge-mosquitto-"));
     const broker = new Mosquitto(await freePort(), dir);
+    const auth: string[] = ["allow_anonymous true"];
+    if (options.users) {
+      const file = join(dir, "passwords");
+      await writeFile(file, "");
+      for (const [user, password] of Object.entries(options.users)) await exec("mosquitto_passwd", ["-b", file, user, password]);
+      auth.splice(0, 1, "allow_anonymous false", `password_file ${file}`);
+    }
+    if (options.tls) {
+      broker.tls = true;
+      await exec("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", join(dir, "key.pem"), "-out", broker.ca, "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]);
+      auth.push(`certfile ${broker.ca}`, `keyfile ${join(dir, "key.pem")}`);
+    }
     await writeFile(
       join(dir, "mosquitto.conf"),
       [
         `listener ${broker.port} 127.0.0.1`,
-        "allow_anonymous true",
+        ...auth,
         "persistence true",
         `persistence_location ${dir}/`,
         // As root, mosquitto would switch to its own user, which cannot write the temp dir.
@@ -54,7 +77,7 @@ export class Mosquitto {
   }
 
   get url(): string {
-    return `mqtt://127.0.0.1:${this.port}`;
+    return `${this.tls ? "mqtts" : "mqtt"}://127.0.0.1:${this.port}`;
   }
 
   async run(): Promise<void> {

@@ -150,7 +150,8 @@ async function runCommand(args: string[]): Promise<void> {
   log.info(`device ${config.device_id}: ${cameras.length ? `cameras ${cameras.join(", ")}` : "no cameras"}; state in ${config.state_dir}`);
   if (controller.mqttUrl) {
     const url = new URL(controller.mqttUrl);
-    log.info(`results over MQTT at ${controller.mqttUrl}; watch them with: mosquitto_sub -h ${url.hostname} -p ${url.port || 1883} -v -t '${config.mqtt.base_topic}/#'`);
+    const where = url.hostname === "127.0.0.1" && (url.port || "1883") === "1883" ? "" : `-h ${url.hostname} -p ${url.port || 1883} `;
+    log.info(`results over MQTT at ${controller.mqttUrl}; watch them with: mosquitto_sub ${where}-v -t '${config.mqtt.base_topic}/#'`);
   }
   if (controller.httpUrl) log.info(`HTTP API at ${controller.httpUrl} (OpenAPI at ${controller.httpUrl}/docs)`);
   const signal = await Promise.race([signalled, values.once ? controller.finished().then(() => undefined) : new Promise<never>(() => {})]);

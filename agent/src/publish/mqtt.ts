@@ -80,7 +80,10 @@ export class MqttPublisher {
     });
     this.client = client;
     let wasConnected = false;
+    // Reconnect attempts fail the same way every second during an outage: each reason is logged once.
+    let lastError: string | undefined;
     client.on("connect", () => {
+      lastError = undefined;
       log.info(`mqtt: connected to ${this.options.url}${wasConnected ? " again" : ""}`);
       wasConnected = true;
       client.publish(topics.status, "online", { qos: 1, retain: true });
@@ -88,7 +91,10 @@ export class MqttPublisher {
       this.kick();
     });
     client.on("offline", () => log.warn(`mqtt: ${this.options.url} unreachable; results wait in the outbox (${this.options.outbox.depth} queued)`));
-    client.on("error", (err) => log.warn(`mqtt: ${err.message}`));
+    client.on("error", (err) => {
+      if (err.message !== lastError) log.warn(`mqtt: ${err.message}`);
+      lastError = err.message;
+    });
     client.on("message", (topic, payload, packet) => {
       if (topic !== topics.request || !this.options.onRequest) return;
       const props = packet.properties;

@@ -184,6 +184,8 @@ export class Pipeline implements CameraProvider {
     const { log } = this.options;
     try {
       for await (const frame of entry.source.frames(this.controller.signal)) {
+        // A frame read as the stop began: nothing would ever take it.
+        if (this.stopped) break;
         const slot = this.slot(frame.cameraId, entry);
         slot.counts.frames++;
         slot.fpsIn.mark();
@@ -193,7 +195,6 @@ export class Pipeline implements CameraProvider {
         this.schedule();
         // A file waits until its frame is taken (which may already have happened in schedule()).
         if (!entry.source.live && slot.pending?.frame === frame) await new Promise<void>((resolve) => (slot.taken = resolve));
-        if (this.stopped) break;
       }
     } catch (err) {
       if (!this.stopped) log.error(`camera ${entry.settings.id}: ${(err as Error).message}`);

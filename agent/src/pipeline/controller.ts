@@ -50,6 +50,7 @@ export class Controller {
   private topics: Topics;
   private engine!: Promise<SegmentEngine>;
   private loaded: SegmentEngine | undefined;
+  private outbox: Outbox | undefined;
   private stopping: Promise<void> | undefined;
 
   private constructor(
@@ -140,13 +141,12 @@ export class Controller {
         log,
         ...(config.mqtt.requests ? { onRequest: (r) => requests.answer(r.payload) } : {}),
       });
-      this.registerMetrics(outbox);
+      this.outbox = outbox;
       this.publisher.start();
       this.statsTimer = setInterval(() => this.publishStats(), config.mqtt.stats_interval_s * 1000);
       this.statsTimer.unref();
-    } else {
-      this.registerMetrics(undefined);
     }
+    this.registerMetrics();
 
     if (config.http.enabled) {
       this.http = await createServer({
@@ -183,23 +183,18 @@ export class Controller {
       router: this.router.stats,
       // Left out while the model loads, or when it failed to.
       engine: this.loaded?.cacheStats,
-      mqtt: this.publisher ? { connected: this.publisher.connected, outbox: this.outboxStats() } : undefined,
+      mqtt: this.publisher && this.outbox ? { connected: this.publisher.connected, outbox: { depth: this.outbox.depth, bytes: this.outbox.bytes, dropped: this.outbox.dropped } } : undefined,
       memory_mb: Math.round(process.memoryUsage().rss / 1048576),
     };
   }
 
-  private outbox: Outbox | undefined;
-
-  private outboxStats(): { depth: number; bytes: number; dropped: number } | undefined {
-    return this.outbox ? { depth: this.outbox.depth, bytes: this.outbox.bytes, dropped: this.outbox.dropped } : undefined;
-  }
 
   private publishStats(): void {
     this.publisher?.publishVolatile(this.topics.stats, JSON.stringify(this.stats()));
   }
 
-  private registerMetrics(outbox: Outbox | undefined): void {
-    this.outbox = outbox;
+  private registerMetrics(): void {
+    const outbox = this.outbox;
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     const pipeline = this.pipeline;

@@ -82,7 +82,10 @@ export class Outbox {
       await writeFile(tmp, data);
     }
     await rename(tmp, join(this.dir, name(id)));
-    this.index.push({ id, bytes: data.length });
+    // Appends from several cameras may finish their writes out of order: the index stays in id order.
+    let at = this.index.length;
+    while (at > 0 && this.index[at - 1]!.id > id) at--;
+    this.index.splice(at, 0, { id, bytes: data.length });
     this.totalBytes += data.length;
     while (this.index.length > this.limits.maxMessages || (this.totalBytes > this.limits.maxBytes && this.index.length > 1)) {
       const oldest = this.index[0]!;

@@ -7,7 +7,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { decodeRle, maskFromPng } from "../agent/src/segment/formats/index.ts";
 import { maskIoU } from "../agent/src/segment/mask.ts";
-import { loadScene, SCENES_DIR, type Scene } from "./helpers/scenes.ts";
+import { loadScene, SCENES_DIR, type Scene, MIN_CLICK_IOU } from "./helpers/scenes.ts";
 
 const BIN = fileURLToPath(new URL("../agent/bin/sam-edge.js", import.meta.url));
 const exec = promisify(execFile);
@@ -41,7 +41,7 @@ describe("sam-edge CLI", () => {
     expect(out).toMatchObject({ width: 640, height: 480 });
     expect(out.masks).toHaveLength(3);
     const png = await maskFromPng(Buffer.from(out.masks[0].mask, "base64"));
-    expect(maskIoU(png, scene.truth(obj.label))).toBeGreaterThan(0.75);
+    expect(maskIoU(png, scene.truth(obj.label))).toBeGreaterThan(MIN_CLICK_IOU);
     expect(out.masks[0].bbox).toHaveLength(4);
 
     const rle = JSON.parse((await cli(["segment", image, point, "--format", "rle"])).stdout);
@@ -54,7 +54,7 @@ describe("sam-edge CLI", () => {
     const r = await cli(["segment", join(SCENES_DIR, "landscape.png"), `--point=${obj.click[0]},${obj.click[1]}`, "--format", "png", "--out", out]);
     expect(r.code, r.stderr).toBe(0);
     const mask = await maskFromPng(await readFile(out));
-    expect(maskIoU(mask, scene.truth(obj.label))).toBeGreaterThan(0.75);
+    expect(maskIoU(mask, scene.truth(obj.label))).toBeGreaterThan(MIN_CLICK_IOU);
   });
 
   it.each([

@@ -14,7 +14,7 @@ import { SegmentEngine } from "../agent/src/segment/engine.ts";
 import { decodeRle, encodeRle, maskToPng, polygonsToMask, type Polygon } from "../agent/src/segment/formats/index.ts";
 import { maskIoU } from "../agent/src/segment/mask.ts";
 import { decodeMask, FixtureCameras } from "./helpers/http.ts";
-import { loadScene, TINY_SAM_DIR, type Scene } from "./helpers/scenes.ts";
+import { loadScene, TINY_SAM_DIR, type Scene, MIN_CLICK_IOU } from "./helpers/scenes.ts";
 
 const TOKEN = "client-token";
 const CLIENT_DIR = fileURLToPath(new URL("../agent/src/client/", import.meta.url));
@@ -49,7 +49,7 @@ describe("the typed client against the local API", () => {
     expect((await sharp(Buffer.from(result.overlay!, "base64")).metadata()).format).toBe("jpeg");
     const viaCamera = await client.interactive({ camera: "yard" }, { points: [point] });
     expect(viaCamera.mask).toBe(result.mask);
-    expect(maskIoU(await decodeMask(result.mask), landscape.truth(obj.label))).toBeGreaterThanOrEqual(0.7);
+    expect(maskIoU(await decodeMask(result.mask), landscape.truth(obj.label))).toBeGreaterThanOrEqual(MIN_CLICK_IOU);
   });
 
   it("batches: per-image prompts (points or a box) answered in order, a bad item with its own error", async () => {
@@ -66,8 +66,8 @@ describe("the typed client against the local API", () => {
     expect("masks" in everything.results[0]!).toBe(true);
     expect(everything.results[1]).toMatchObject({ error: { code: "CAMERA_NOT_FOUND" } });
 
-    expect(maskIoU(await decodeMask(first.mask), small.truth(a!.label))).toBeGreaterThanOrEqual(0.7);
-    expect(maskIoU(await decodeMask(second.mask), small.truth(b!.label))).toBeGreaterThanOrEqual(0.7);
+    expect(maskIoU(await decodeMask(first.mask), small.truth(a!.label))).toBeGreaterThanOrEqual(MIN_CLICK_IOU);
+    expect(maskIoU(await decodeMask(second.mask), small.truth(b!.label))).toBeGreaterThanOrEqual(MIN_CLICK_IOU);
   });
 
   it("everything: masks with bbox and confidence", async () => {

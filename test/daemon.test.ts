@@ -140,8 +140,8 @@ describe("sam-edge run: cameras in, masks out over MQTT", () => {
   });
 
   it("corrupt frames (truncated JPEG, not an image) are counted and skipped; stats say so, per camera", async () => {
-    await sub.waitFor(() => sub.json(/\/stats$/).some((s) => s.cameras?.door?.corrupt >= 2), "stats counting corrupt frames");
-    const stats = sub.json(/\/stats$/).at(-1)!;
+    await sub.waitFor(() => sub.json(/\/stats$/).some((s) => s.cameras?.door?.corrupt >= 2 && s.cameras?.door?.processed >= 3), "stats counting corrupt frames");
+    const stats = sub.json(/\/stats$/).find((s) => s.cameras?.door?.corrupt >= 2 && s.cameras?.door?.processed >= 3)!;
     expect(stats.device).toBe(device);
     expect(stats.cameras.door.corrupt).toBeGreaterThanOrEqual(2);
     expect(stats.cameras.door.processed).toBeGreaterThanOrEqual(3);

@@ -13,7 +13,7 @@ import { SegmentEngine } from "../agent/src/segment/engine.ts";
 import { decodeRle } from "../agent/src/segment/formats/index.ts";
 import { maskIoU, type BinaryMask } from "../agent/src/segment/mask.ts";
 import { FixtureCameras } from "./helpers/http.ts";
-import { loadScene, TINY_SAM_DIR, type Scene } from "./helpers/scenes.ts";
+import { loadScene, TINY_SAM_DIR, type Scene, MIN_CLICK_IOU } from "./helpers/scenes.ts";
 
 const exec = promisify(execFile);
 const TOKEN = "web-token";
@@ -102,7 +102,7 @@ describe("the web page", () => {
     await page.waitForFunction((n) => Number(document.getElementById("overlay")!.dataset.draws) > n, undo);
     expect((await overlayMask()).data).toEqual(first.data);
 
-    expect(maskIoU(first, scene.truth(obj.label)), "IoU of the painted mask with the clicked shape").toBeGreaterThanOrEqual(0.7);
+    expect(maskIoU(first, scene.truth(obj.label)), "IoU of the painted mask with the clicked shape").toBeGreaterThanOrEqual(MIN_CLICK_IOU);
   });
 
   it("accepting saves the mask as an annotation that the COCO export contains", async () => {

@@ -6,7 +6,8 @@ mask, feeding the previous low-res logits back as `mask_input` half of the time,
 again. Losses are SAM's: 20 x focal + dice on the 256x256 low-res logits (the best of the
 three multimask outputs for a lone click), and MSE between predicted and actual IoU.
 
-    python train.py --config config.json --out runs/tiny-sam
+    python train.py --config config.json --out runs/main
+    python train.py --config config-phase2.json --out runs/phase2   # starts from runs/main
 
 Runs are reproducible: fixed seeds, a fixed number of steps, one data worker. `--minutes`
 is a safety cap that stops early (and then the run is no longer the committed one).
@@ -46,6 +47,11 @@ DEFAULTS = {
     # Stop after this many steps of the `steps`-long schedule (null: run it all). The learning
     # rate follows the full schedule either way, so a stopped run is reproduced exactly.
     "stop_after": None,
+    # Start from another run's checkpoint (a path relative to the config file) instead of random
+    # weights: a second phase with a fresh optimiser, its own seed (new scenes) and warm restart.
+    "init_from": None,
+    # The step that checkpoint must have reached, so a phase never starts from a half-done run.
+    "init_step": None,
 }
 
 
@@ -187,12 +193,21 @@ def main() -> None:
     unknown = set(cfg) - set(DEFAULTS)
     if unknown:
         raise SystemExit(f"unknown config keys: {sorted(unknown)}")
+    if cfg["init_from"] and args.config:
+        cfg["init_from"] = str((args.config.parent / cfg["init_from"]).resolve())
 
     torch.manual_seed(cfg["seed"])
     torch.set_num_threads(cfg["threads"])
+    # Denormal floats in tiny late-training gradients make CPU kernels many times slower.
+    torch.set_flush_denormal(True)
     rng = np.random.default_rng(cfg["seed"] + 1)
     args.out.mkdir(parents=True, exist_ok=True)
     model = TinySam()
+    if cfg["init_from"]:
+        ck = torch.load(cfg["init_from"], map_location="cpu")
+        if cfg["init_step"] is not None and ck["step"] != cfg["init_step"]:
+            raise SystemExit(f"{cfg['init_from']} is at step {ck['step']}, the config expects {cfg['init_step']}")
+        model.load_state_dict(ck["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     total = cfg["steps"]
 

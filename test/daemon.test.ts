@@ -167,6 +167,25 @@ describe("sam-edge run: cameras in, masks out over MQTT", () => {
     expect(Buffer.from(await frame.arrayBuffer()).equals(small)).toBe(true);
   });
 
+  it("overlay.jpg is the camera's last segmented frame with its mask drawn over it", async () => {
+    const res = await fetch(`http://127.0.0.1:${httpPort}/v1/cameras/usb/overlay.jpg`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toBe("image/jpeg");
+    expect(Number(res.headers.get("x-mask-count"))).toBe(1);
+    const overlay = await sharp(Buffer.from(await res.arrayBuffer())).raw().toBuffer({ resolveWithObject: true });
+    const plain = await sharp(small).raw().toBuffer({ resolveWithObject: true });
+    expect([overlay.info.width, overlay.info.height]).toEqual([plain.info.width, plain.info.height]);
+    // The mask is tinted: many pixels differ from the frame by more than JPEG noise.
+    let changed = 0;
+    for (let i = 0; i < plain.data.length; i += 3) {
+      if (Math.abs(overlay.data[i]! - plain.data[i]!) + Math.abs(overlay.data[i + 1]! - plain.data[i + 1]!) + Math.abs(overlay.data[i + 2]! - plain.data[i + 2]!) > 60) changed++;
+    }
+    expect(changed).toBeGreaterThan(100);
+    const missing = await fetch(`http://127.0.0.1:${httpPort}/v1/cameras/attic/overlay.jpg`);
+    expect(missing.status).toBe(404);
+    expect(((await missing.json()) as { error: { code: string } }).error.code).toBe("CAMERA_NOT_FOUND");
+  });
+
   it("request/response: MQTT 5 response topic with correlation data; MQTT 3.1.1 reply topic by id; errors with codes", async () => {
     const requester = await Subscriber.connect(broker.url, ["replies/#", `${base}/${device}/response/#`], { protocolVersion: 5 });
     const legacy = await Subscriber.connect(broker.url, [`${base}/${device}/response/#`], { protocolVersion: 4 });

@@ -156,3 +156,30 @@ describe("bad input to the local API: the documented 4xx, and the server keeps s
     await stillServes();
   });
 });
+
+describe("the optional rate limit", () => {
+  let model: SamModel;
+  let app: FastifyInstance;
+  let url: string;
+
+  beforeAll(async () => {
+    model = await SamModel.load(TINY_SAM_DIR);
+    ({ app, url } = await startServer({ engine: new SegmentEngine(model), token: TOKEN, rateLimitPerMinute: 3 }));
+  });
+  afterAll(async () => {
+    await app.close();
+    await model.release();
+  });
+
+  it("answers 429 RATE_LIMITED with Retry-After past the limit, counts wrong tokens too, and never limits /healthz", async () => {
+    expect((await request(url + "/v1/cameras", { token: TOKEN })).status).toBe(200);
+    expect((await request(url + "/v1/cameras", { token: "a-guess" })).status).toBe(401);
+    expect((await request(url + "/v1/cameras", { token: TOKEN })).status).toBe(200);
+    const limited = await request(url + "/v1/cameras", { token: TOKEN });
+    expect(limited.status).toBe(429);
+    expect(limited.body.error.code).toBe("RATE_LIMITED");
+    expect(limited.body.error.message).toMatch(/more than 3 requests a minute/);
+    expect(Number(limited.headers.get("retry-after"))).toBeGreaterThan(0);
+    for (let i = 0; i < 5; i++) expect((await request(url + "/healthz")).status).toBe(200);
+  });
+});

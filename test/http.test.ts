@@ -225,6 +225,10 @@ describe("local SAM API", () => {
     expect((await sharp(yard.body).metadata()).format).toBe("jpeg");
     const door = await request(url + "/v1/cameras/door/frame.jpg", { token: TOKEN });
     expect(Buffer.compare(door.body, portrait.bytes)).toBe(0);
+    // Frames but no segmentation behind them: overlay.jpg says so rather than serving the bare frame.
+    const overlay = await request(url + "/v1/cameras/door/overlay.jpg", { token: TOKEN });
+    expect(overlay.status).toBe(503);
+    expect(overlay.body.error.code).toBe("CAMERA_NO_RESULT");
   });
 
   it("/openapi.json documents every route, images as binary file parts; /docs loads nothing from outside", async () => {

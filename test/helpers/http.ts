@@ -1,6 +1,6 @@
 import { deflateSync, crc32 } from "node:zlib";
 import type { Frame } from "../../agent/src/capture/source.ts";
-import type { CameraProvider, CameraStatus } from "../../agent/src/http/cameras.ts";
+import type { CameraProvider, CameraResult, CameraStatus } from "../../agent/src/http/cameras.ts";
 import { maskFromPng } from "../../agent/src/segment/formats/index.ts";
 import type { BinaryMask } from "../../agent/src/segment/mask.ts";
 
@@ -59,6 +59,11 @@ export class FixtureCameras implements CameraProvider {
   latestFrame(id: string): Frame | undefined {
     const bytes = this.frames[id];
     return bytes ? { cameraId: id, seq: 0, capturedAt: new Date(0), bytes } : undefined;
+  }
+
+  /** Fixture cameras have no model behind them: nothing is ever segmented. */
+  latestResult(): CameraResult | undefined {
+    return undefined;
   }
 }
 

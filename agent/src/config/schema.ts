@@ -89,7 +89,7 @@ export interface Config {
     outbox: { max_messages: number; max_bytes: number; fsync: boolean };
   };
   results: { mask_formats: MaskFormat[]; polygon_tolerance: number; overlay: boolean };
-  http: { enabled: boolean; host: string; port: number; token?: string };
+  http: { enabled: boolean; host: string; port: number; token?: string; rate_limit_per_minute: number };
   cloud: {
     base_url: string;
     token?: string;
@@ -266,6 +266,7 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env): Record<strin
       host: { type: "string", minLength: 1, default: "127.0.0.1" },
       port: { type: "integer", minimum: 0, maximum: 65535, default: 8080 },
       token: { type: "string", minLength: 1 },
+      rate_limit_per_minute: { type: "integer", minimum: 0, default: 0 },
     }),
     cloud: obj({
       base_url: { ...HTTP_URL, default: "https://api.msightflow.ai" },

@@ -1,4 +1,11 @@
 import type { Frame } from "../capture/source.ts";
+import type { BinaryMask } from "../segment/mask.ts";
+
+/** A camera's most recent segmented frame and the masks found in it. */
+export interface CameraResult {
+  frame: Frame;
+  masks: readonly BinaryMask[];
+}
 
 export interface CameraStatus {
   id: string;
@@ -15,4 +22,6 @@ export interface CameraProvider {
   list(): CameraStatus[];
   /** The most recent frame of a listed camera; undefined until it has delivered one. */
   latestFrame(id: string): Frame | undefined;
+  /** The last frame of a listed camera that went through the model; undefined until one has. */
+  latestResult(id: string): CameraResult | undefined;
 }

@@ -254,3 +254,8 @@ export const cameraFrameSchema = () => ({
   produces: ["image/jpeg"],
   response: errors,
 });
+
+export const cameraOverlaySchema = () => ({
+  ...cameraFrameSchema(),
+  summary: "The latest segmented frame of a camera with its masks drawn over it, as JPEG",
+});

@@ -1,3 +1,4 @@
+import rateLimit from "@fastify/rate-limit";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from "fastify";
@@ -32,6 +33,8 @@ export interface ServerOptions {
   datasetDir?: string;
   /** Largest request body in bytes. */
   bodyLimit?: number;
+  /** Requests per minute per client address (0 or unset: no limit). /healthz is never limited. */
+  rateLimitPerMinute?: number;
   logger?: FastifyServerOptions["logger"];
 }
 
@@ -96,6 +99,17 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
   // Only multipart and JSON are spoken; anything else is a 415 rather than a schema error.
   app.removeContentTypeParser("text/plain");
 
+  // Before auth, so a client guessing tokens is limited too.
+  if (options.rateLimitPerMinute) {
+    const max = options.rateLimitPerMinute;
+    await app.register(rateLimit, {
+      max,
+      timeWindow: 60_000,
+      allowList: (request) => request.routeOptions.url === "/healthz",
+      errorResponseBuilder: (_request, context) =>
+        new HttpError("RATE_LIMITED", `more than ${max} requests a minute from this address; retry in ${context.after} (the Retry-After header says when)`),
+    });
+  }
   if (options.token) registerBearerAuth(app, options.token);
   await registerMultipart(app, bodyLimit);
   await app.register(swagger, {

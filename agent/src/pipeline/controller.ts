@@ -155,6 +155,7 @@ export class Controller {
         registry: this.registry,
         datasetDir: join(config.state_dir, "dataset"),
         ...(config.http.token ? { token: config.http.token } : {}),
+        rateLimitPerMinute: config.http.rate_limit_per_minute,
       });
       try {
         await this.http.listen({ host: config.http.host, port: config.http.port });

@@ -1,7 +1,7 @@
 import type { Frame, FrameSource } from "../capture/source.ts";
 import type { CameraConfig, RouteMode } from "../config/schema.ts";
 import { SamEdgeError, isSamEdgeError } from "../errors.ts";
-import type { CameraProvider, CameraStatus } from "../http/cameras.ts";
+import type { CameraProvider, CameraResult, CameraStatus } from "../http/cameras.ts";
 import { isImageError, type RoutedResult, type Router } from "../route/router.ts";
 import { sniffFormat } from "../segment/preprocess.ts";
 import type { Logger } from "./log.ts";
@@ -44,6 +44,7 @@ interface Slot {
   busy: boolean;
   nextAt: number;
   latest: Frame | undefined;
+  result: CameraResult | undefined;
   counts: { frames: number; processed: number; dropped: number; corrupt: number; failed: number };
   fpsIn: RateMeter;
   fpsOut: RateMeter;
@@ -134,6 +135,10 @@ export class Pipeline implements CameraProvider {
     return this.slots.get(id)?.latest;
   }
 
+  latestResult(id: string): CameraResult | undefined {
+    return this.slots.get(id)?.result;
+  }
+
   settingsOf(id: string): CameraConfig | undefined {
     return this.slots.get(id)?.entry.settings;
   }
@@ -170,6 +175,7 @@ export class Pipeline implements CameraProvider {
         busy: false,
         nextAt: 0,
         latest: undefined,
+        result: undefined,
         counts: { frames: 0, processed: 0, dropped: 0, corrupt: 0, failed: 0 },
         fpsIn: new RateMeter(),
         fpsOut: new RateMeter(),
@@ -263,6 +269,7 @@ export class Pipeline implements CameraProvider {
     slot.counts.processed++;
     slot.fpsOut.mark();
     slot.lastError = undefined;
+    slot.result = { frame, masks: result.masks.map((m) => m.mask) };
     try {
       await this.options.onResult({ frame, settings, result, queueMs });
     } catch (err) {

@@ -1,7 +1,10 @@
 import type { FastifyInstance } from "fastify";
 import sharp from "sharp";
+import { overlayImage } from "../../segment/formats/index.ts";
 import { sniffFormat } from "../../segment/preprocess.ts";
-import { cameraFrameSchema, camerasSchema, healthSchema, metricsSchema, readySchema } from "../schemas.ts";
+import type { CameraResult } from "../cameras.ts";
+import { HttpError } from "../errors.ts";
+import { cameraFrameSchema, cameraOverlaySchema, camerasSchema, healthSchema, metricsSchema, readySchema } from "../schemas.ts";
 import type { RouteContext } from "./context.ts";
 
 export function registerDeviceRoutes(app: FastifyInstance, ctx: RouteContext): void {
@@ -28,5 +31,22 @@ export function registerDeviceRoutes(app: FastifyInstance, ctx: RouteContext): v
     // Browsers show JPEGs as they are (EXIF included); other formats are turned upright and re-encoded.
     const jpeg = sniffFormat(bytes) === "jpeg" ? bytes : await sharp(bytes).rotate().jpeg({ quality: 90 }).toBuffer();
     return reply.type("image/jpeg").header("Cache-Control", "no-store").send(jpeg);
+  });
+
+  // Drawn when asked for, once per result: most results are never looked at.
+  const overlays = new WeakMap<CameraResult, Promise<Buffer>>();
+  app.get<{ Params: { id: string } }>("/v1/cameras/:id/overlay.jpg", { schema: cameraOverlaySchema() }, async (request, reply) => {
+    const { id } = request.params;
+    ctx.frameOf(id);
+    const result = ctx.cameras?.latestResult(id);
+    if (!result) throw new HttpError("CAMERA_NO_RESULT", `no frame of camera "${id}" has been segmented yet; retry shortly (frame.jpg shows the latest frame)`);
+    let jpeg = overlays.get(result);
+    if (!jpeg) overlays.set(result, (jpeg = overlayImage(result.frame.bytes, result.masks)));
+    return reply
+      .type("image/jpeg")
+      .header("Cache-Control", "no-store")
+      .header("X-Frame-Captured-At", result.frame.capturedAt.toISOString())
+      .header("X-Mask-Count", String(result.masks.length))
+      .send(await jpeg);
   });
 }

@@ -191,8 +191,9 @@ export async function loadConfig(inputs: ConfigInputs = {}): Promise<Config> {
   return config;
 }
 
-/** What one schema cannot say: unique ids, and coordinates that fit their unit. */
+/** What one schema cannot say: unique ids, coordinates that fit their unit, settings that need MQTT. */
 function checkMeaning(config: Config): void {
+  if (config.mqtt.home_assistant.enabled && !config.mqtt.enabled) throw invalid("mqtt.home_assistant.enabled: Home Assistant discovery goes over MQTT; set mqtt.enabled to true or turn discovery off");
   const seen = new Set<string>();
   config.cameras.forEach((cam, i) => {
     if (seen.has(cam.id)) throw invalid(`cameras[${i}].id "${cam.id}" is used by another camera; camera ids must be unique`);

@@ -87,6 +87,7 @@ export interface Config {
     stats_interval_s: number;
     requests: boolean;
     outbox: { max_messages: number; max_bytes: number; fsync: boolean };
+    home_assistant: { enabled: boolean; discovery_prefix: string };
   };
   results: { mask_formats: MaskFormat[]; polygon_tolerance: number; overlay: boolean };
   http: { enabled: boolean; host: string; port: number; token?: string; rate_limit_per_minute: number };
@@ -254,6 +255,11 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env): Record<strin
         max_messages: { type: "integer", minimum: 1, default: 10_000 },
         max_bytes: { type: "integer", minimum: 1024, default: 64 * 1024 * 1024 },
         fsync: { type: "boolean", default: false },
+      }),
+      home_assistant: obj({
+        enabled: { type: "boolean", default: false },
+        // Topic levels without wildcards, no empty level: HA's own check on its discovery prefix.
+        discovery_prefix: { type: "string", maxLength: 256, pattern: "^[^#+/]+(/[^#+/]+)*$", default: "homeassistant" },
       }),
     }),
     results: obj({

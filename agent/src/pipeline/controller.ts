@@ -10,6 +10,7 @@ import { createServer } from "../http/server.ts";
 import { SamModel } from "../model/sam-model.ts";
 import { brokerOptions } from "../publish/mqtt-options.ts";
 import { isListening, startEmbeddedBroker, type EmbeddedBroker } from "../publish/broker.ts";
+import { discoveryConfigs, HOME_ASSISTANT_STATE_FILE, HomeAssistantDiscovery } from "../publish/home-assistant.ts";
 import { MqttPublisher, Topics } from "../publish/mqtt.ts";
 import { Outbox } from "../publish/outbox.ts";
 import { CircuitBreaker } from "../route/breaker.ts";
@@ -133,12 +134,21 @@ export class Controller {
       );
       if (outbox.depth > 0) log.info(`outbox: ${outbox.depth} results from an earlier run wait to be sent`);
       const requests = new RequestHandler({ router: this.router, pipeline: this.pipeline, config, topicFor: (id) => this.topics.response(id) });
+      // Also when discovery is off: what an earlier run announced is then removed.
+      const discovery = new HomeAssistantDiscovery({
+        configs: discoveryConfigs(config, this.topics),
+        stateFile: join(config.state_dir, HOME_ASSISTANT_STATE_FILE),
+        publish: (topic, payload) => this.publisher!.publishRetained(topic, payload),
+        log,
+      });
+      if (config.mqtt.home_assistant.enabled && !config.results.overlay) log.info("home assistant: no camera entities, since results.overlay is off");
       this.publisher = new MqttPublisher({
         url: config.mqtt.url,
         client,
         topics: this.topics,
         outbox,
         log,
+        onConnect: () => void discovery.sync(),
         ...(config.mqtt.requests ? { onRequest: (r) => requests.answer(r.payload) } : {}),
       });
       this.outbox = outbox;

@@ -2,6 +2,10 @@ import { connect, type IClientOptions, type IClientPublishOptions, type MqttClie
 import type { Logger } from "../pipeline/log.ts";
 import type { Outbox } from "./outbox.ts";
 
+/** What the agent says on its `status` topic; Home Assistant's availability uses the same words. */
+export const STATUS_ONLINE = "online";
+export const STATUS_OFFLINE = "offline";
+
 /**
  * The agent's topics, under `<base>/<device>/`:
  *   status                      retained `online` / `offline` (the offline one is the last will)
@@ -51,6 +55,8 @@ export interface PublisherOptions {
   topics: Topics;
   outbox: Outbox;
   log: Logger;
+  /** Called on every connect, after `online` is published. */
+  onConnect?: () => void;
   /** Answers segment requests; unset leaves the request topic unsubscribed. */
   onRequest?: (request: IncomingRequest) => Promise<{ topic?: string; payload: object }>;
 }
@@ -76,7 +82,7 @@ export class MqttPublisher {
     const { topics, log } = this.options;
     const client = connect(this.options.url, {
       ...this.options.client,
-      will: { topic: topics.status, payload: Buffer.from("offline"), qos: 1, retain: true },
+      will: { topic: topics.status, payload: Buffer.from(STATUS_OFFLINE), qos: 1, retain: true },
     });
     this.client = client;
     let wasConnected = false;
@@ -86,8 +92,9 @@ export class MqttPublisher {
       lastError = undefined;
       log.info(`mqtt: connected to ${this.options.url}${wasConnected ? " again" : ""}`);
       wasConnected = true;
-      client.publish(topics.status, "online", { qos: 1, retain: true });
+      client.publish(topics.status, STATUS_ONLINE, { qos: 1, retain: true });
       if (this.options.onRequest) client.subscribe(topics.request, { qos: 1 });
+      this.options.onConnect?.();
       this.kick();
     });
     client.on("offline", () => log.warn(`mqtt: ${this.options.url} unreachable; results wait in the outbox (${this.options.outbox.depth} queued)`));
@@ -115,6 +122,12 @@ export class MqttPublisher {
   async publishDurable(topic: string, payload: Buffer): Promise<void> {
     await this.options.outbox.append(topic, payload);
     this.kick();
+  }
+
+  /** QoS 1, retained; resolves on the broker's PUBACK and rejects when not connected. */
+  async publishRetained(topic: string, payload: string): Promise<void> {
+    if (!this.client?.connected) throw new Error(`not connected to ${this.options.url}`);
+    await this.client.publishAsync(topic, payload, { qos: 1, retain: true });
   }
 
   /** Sends now if connected (QoS 0); a message that would be stale after an outage is not kept. */
@@ -170,7 +183,7 @@ export class MqttPublisher {
     const flushed = client.connected ? await this.flush(flushTimeoutMs) : false;
     this.closing = true;
     if (!flushed && this.options.outbox.depth > 0) this.options.log.warn(`mqtt: ${this.options.outbox.depth} results stay in the outbox for the next start`);
-    if (client.connected) await client.publishAsync(this.options.topics.status, "offline", { qos: 1, retain: true }).catch(() => undefined);
+    if (client.connected) await client.publishAsync(this.options.topics.status, STATUS_OFFLINE, { qos: 1, retain: true }).catch(() => undefined);
     await client.endAsync(!client.connected);
     this.client = undefined;
   }

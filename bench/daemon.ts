@@ -16,7 +16,6 @@
  * The default 5 minutes is the issue's run; --duration 30 is a quick look.
  */
 import { execFile, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -30,7 +29,6 @@ import { SegmentEngine } from "../agent/src/segment/engine.ts";
 
 const exec = promisify(execFile);
 const BIN = fileURLToPath(new URL("../agent/bin/sam-edge.js", import.meta.url));
-const INT8_DIR = fileURLToPath(new URL("../models/quantized/tiny-sam-int8/", import.meta.url));
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -42,7 +40,7 @@ const { values, positionals } = parseArgs({
     size: { type: "string", default: "640x480" },
   },
 });
-const modelDir = positionals[0] ?? (existsSync(INT8_DIR) ? INT8_DIR : BUNDLED_MODEL_DIR);
+const modelDir = positionals[0] ?? BUNDLED_MODEL_DIR;
 const durationS = Number(values.duration);
 const warmupS = Number(values.warmup);
 const cameraCount = Number(values.cameras);

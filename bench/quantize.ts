@@ -22,7 +22,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs, promisify } from "node:util";
 import * as ort from "onnxruntime-node";
-import { BUNDLED_MODEL_DIR } from "../agent/src/cli.ts";
+import { BUNDLED_FP32_MODEL_DIR, BUNDLED_MODEL_DIR } from "../agent/src/cli.ts";
 import { SamModel } from "../agent/src/model/sam-model.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
 import { maskIoU, type BinaryMask } from "../agent/src/segment/mask.ts";
@@ -34,7 +34,7 @@ const CACHE = join(ROOT, ".cache", "models");
 
 const { values } = parseArgs({
   options: {
-    "tiny-int8": { type: "string", default: join(ROOT, "models", "quantized", "tiny-sam-int8") },
+    "tiny-int8": { type: "string", default: BUNDLED_MODEL_DIR },
     "vit-b": { type: "string" },
     "vit-b-int8": { type: "string" },
     runs: { type: "string", default: "5" },
@@ -75,7 +75,7 @@ async function tiny(int8Dir: string) {
   if (!(await exists(join(int8Dir, "manifest.json")))) {
     throw new Error(`${int8Dir} has no int8 model; make it with the command in scripts/quantize/README.md`);
   }
-  const [fp32, int8] = await Promise.all([SamModel.load(BUNDLED_MODEL_DIR), SamModel.load(int8Dir)]);
+  const [fp32, int8] = await Promise.all([SamModel.load(BUNDLED_FP32_MODEL_DIR), SamModel.load(int8Dir)]);
   const [fpBytes, qBytes] = await Promise.all([folderBytes(fp32), folderBytes(int8)]);
   const total = (b: Record<string, number>) => Object.values(b).reduce((s, v) => s + v, 0);
   const engines = { fp32: new SegmentEngine(fp32), int8: new SegmentEngine(int8) };

@@ -33,6 +33,8 @@ describe("configuration", () => {
   it("no config at all is the demo: bundled model, sample frames, MQTT on 127.0.0.1:1883, HTTP on 127.0.0.1:8080", async () => {
     const c = await loadConfig({ env: { XDG_STATE_HOME: dir } });
     expect(c.model.dir).toBe(BUNDLED_MODEL_DIR);
+    // The agent runs the int8 build by default, as the edge boxes want.
+    expect(BUNDLED_MODEL_DIR).toMatch(/models\/quantized\/tiny-sam-int8\/$/);
     expect(c.cameras).toHaveLength(1);
     expect(c.cameras[0]).toMatchObject({ id: "demo", type: "folder", dir: SAMPLES_DIR, loop: true, coordinates: "normalized", mode: "prompts", enabled: true });
     expect(c.mqtt).toMatchObject({ enabled: true, url: "mqtt://127.0.0.1:1883", embedded_broker: "auto", base_topic: "sam-edge", protocol_version: 5 });

@@ -1,7 +1,7 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { loadConfig, type ConfigInputs } from "./config/load.ts";
-import { BUNDLED_MODEL_DIR, SAMPLES_DIR } from "./config/paths.ts";
+import { BUNDLED_FP32_MODEL_DIR, BUNDLED_MODEL_DIR, SAMPLES_DIR } from "./config/paths.ts";
 import { Controller } from "./pipeline/controller.ts";
 import { createLogger } from "./pipeline/log.ts";
 import { isSamEdgeError, SamEdgeError } from "./errors.ts";
@@ -11,7 +11,7 @@ import { segmentEverything, type EverythingMask } from "./segment/everything.ts"
 import { encodeRle, maskToPng, maskToPngBase64, maskToPolygons, overlayImage } from "./segment/formats/index.ts";
 import type { Box, Point, Prompt } from "./segment/prompts.ts";
 
-export { BUNDLED_MODEL_DIR, SAMPLES_DIR };
+export { BUNDLED_FP32_MODEL_DIR, BUNDLED_MODEL_DIR, SAMPLES_DIR };
 
 const USAGE = `usage:
   sam-edge run [--config FILE] [--set key.path=value ...] [--model DIR] [--frames DIR] [--interval-ms N] [--once] [--print]

@@ -143,9 +143,18 @@ export class ModelUpdater {
   /** Resolves with the new status once the new model serves; throws a MODEL_UPDATE_* error when it was refused. */
   async update(sourceText: unknown): Promise<ModelStatus> {
     if (this.running) throw new SamEdgeError("MODEL_UPDATE_BUSY", `an update from ${this.running} is running; retry once GET /v1/model shows it finished`);
-    const started = new Date();
     const shown = typeof sourceText === "string" ? sourceText.slice(0, 200) : String(sourceText);
     this.running = shown;
+    try {
+      await this.apply(sourceText, shown);
+    } finally {
+      this.running = undefined;
+    }
+    return this.status();
+  }
+
+  private async apply(sourceText: unknown, shown: string): Promise<void> {
+    const started = new Date();
     const { slot, log } = this.options;
     let staged: string | undefined;
     let model: SamModel | undefined;
@@ -176,7 +185,6 @@ export class ModelUpdater {
         (err: Error) => log.warn(`model update: releasing ${previous?.manifest.name} failed: ${err.message}`),
       );
       await this.prune([staged, ...(previous ? [previous.dir] : [])]).catch((err: Error) => log.warn(`model update: removing older model sets from ${this.modelsDir} failed: ${err.message}`));
-      return this.status();
     } catch (err) {
       await model?.release().catch((e: Error) => log.warn(`model update: releasing the refused model failed: ${e.message}`));
       if (staged) await rm(staged, { recursive: true, force: true });
@@ -185,8 +193,6 @@ export class ModelUpdater {
       this.finish({ source: shown, result: "refused", error: errorBody(refusal), started_at: started.toISOString(), finished_at: new Date().toISOString() });
       log.warn(`model update from ${shown} refused (${refusal.code}: ${refusal.message}); ${serving ? `still serving ${serving}` : "no model is loaded"}`);
       throw refusal;
-    } finally {
-      this.running = undefined;
     }
   }
 

@@ -160,7 +160,7 @@ export class ModelUpdater {
     let model: SamModel | undefined;
     try {
       const source = parseSource(sourceText);
-      log.info(`model update: fetching ${describeSource(source)}`);
+      log.info(`model update: staging ${describeSource(source)}`);
       staged = (await stageModel(source, this.modelsDir, this.options.limits)).dir;
       try {
         model = await SamModel.load(staged, this.options.session);
@@ -188,7 +188,8 @@ export class ModelUpdater {
     } catch (err) {
       await model?.release().catch((e: Error) => log.warn(`model update: releasing the refused model failed: ${e.message}`));
       if (staged) await rm(staged, { recursive: true, force: true });
-      const refusal = isSamEdgeError(err) ? err : new SamEdgeError("MODEL_UPDATE_FAILED", `the update failed inside the agent: ${(err as Error).message}`);
+      const refusal =
+        isSamEdgeError(err) && err.code.startsWith("MODEL_UPDATE_") ? err : new SamEdgeError("MODEL_UPDATE_FAILED", `the update failed inside the agent: ${(err as Error).message}`);
       const serving = slot.engine?.model.manifest.name;
       this.finish({ source: shown, result: "refused", error: errorBody(refusal), started_at: started.toISOString(), finished_at: new Date().toISOString() });
       log.warn(`model update from ${shown} refused (${refusal.code}: ${refusal.message}); ${serving ? `still serving ${serving}` : "no model is loaded"}`);

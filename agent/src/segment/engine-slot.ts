@@ -42,7 +42,7 @@ export class EngineSlot {
     this.first = initial.then(
       (engine) => {
         // An update (or a stop) that came first wins: the late initial model is not needed.
-        // Its release, like every other, is awaited (and its error raised) by close().
+        // close() awaits its release (and raises its error) when it is still pending.
         if (this.held || this.closed) this.retire(entry(engine)).catch(() => undefined);
         else this.held = entry(engine);
       },
@@ -113,14 +113,16 @@ export class EngineSlot {
     return old ? this.retire(old) : Promise.resolve();
   }
 
-  /** Releases every engine once its requests end, including a first load still running; rejects when a release failed. */
+  /** Releases every engine once its requests end, including a first load still running; rejects when one of those releases failed. */
   async close(): Promise<void> {
     this.closed = true;
     const current = this.held;
     this.held = undefined;
-    if (current) this.retire(current).catch(() => undefined);
+    const released = Promise.all([...this.retiring.values(), ...(current ? [this.retire(current)] : [])]);
+    // Awaited below: this only keeps a failure meanwhile from counting as unhandled.
+    released.catch(() => undefined);
     await this.first;
-    await Promise.all(this.retiring.values());
+    await Promise.all([released, ...this.retiring.values()]);
   }
 
   private retire(h: Held): Promise<void> {

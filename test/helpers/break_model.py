@@ -1,12 +1,14 @@
 """Copy a model folder into one that loads and runs but segments nothing sensible, with a
 manifest whose sha256 match the new files, so only a check of the model's answers can tell.
 
-    python break_model.py SRC_DIR OUT_DIR negative-masks|shuffled-encoder
+    python break_model.py SRC_DIR OUT_DIR negative-masks|shuffled-encoder|zero-encoder
 
 negative-masks: every decoder (single and batch) answers logits of -10 everywhere: empty masks
   with the original confidences.
 shuffled-encoder: every float weight of the encoder is permuted within its tensor (same values,
   same statistics, no structure): what a checkpoint loaded into the wrong layers looks like.
+zero-encoder: every float weight of the encoder is zero.
+The self-test's threshold (agent/src/model/self-test.ts) quotes what the last two score.
 """
 
 import hashlib
@@ -68,8 +70,6 @@ def main() -> None:
         targets, change = [manifest["encoder"]], shuffled_encoder
     elif mode == "zero-encoder":
         targets, change = [manifest["encoder"]], zero_encoder
-    elif mode == "shuffled-weights":
-        targets, change = files, shuffled_encoder
     else:
         sys.exit(f"unknown mode {mode}")
     for name in filter(None, targets):

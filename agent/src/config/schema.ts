@@ -69,7 +69,12 @@ export interface Config {
   log_level: "debug" | "info" | "warn" | "error";
   /** One JSON line per result on stdout (masks left out): for demos and debugging. */
   print_results: boolean;
-  model: { dir: string; threads: number };
+  model: {
+    dir: string;
+    threads: number;
+    /** Model updates: POST /v1/model, the MQTT `model/update` command, the limits of a download. */
+    update: { http: boolean; mqtt: boolean; max_bytes: number; timeout_ms: number };
+  };
   mqtt: {
     enabled: boolean;
     url: string;
@@ -234,7 +239,18 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env): Record<strin
     state_dir: { type: "string", minLength: 1, default: defaultStateDir(env) },
     log_level: { enum: ["debug", "info", "warn", "error"], default: "info" },
     print_results: { type: "boolean", default: false },
-    model: obj({ dir: { type: "string", minLength: 1, default: BUNDLED_MODEL_DIR }, threads: { type: "integer", minimum: 0, default: 0 } }),
+    model: obj({
+      dir: { type: "string", minLength: 1, default: BUNDLED_MODEL_DIR },
+      threads: { type: "integer", minimum: 0, default: 0 },
+      update: obj({
+        http: { type: "boolean", default: true },
+        // Off by default: anyone who can publish on the broker could replace the model.
+        mqtt: { type: "boolean", default: false },
+        // Per file: room for SAM ViT-L (1.2 GB); a Pi's MobileSAM / EdgeSAM is a few tens of MB.
+        max_bytes: { type: "integer", minimum: 1024, default: 2 * 1024 * 1024 * 1024 },
+        timeout_ms: { type: "integer", minimum: 1000, default: 600_000 },
+      }),
+    }),
     mqtt: obj({
       enabled: { type: "boolean", default: true },
       url: { ...MQTT_URL, default: "mqtt://127.0.0.1:1883" },

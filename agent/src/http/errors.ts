@@ -18,6 +18,7 @@ export type HttpErrorCode =
   | "CAMERA_NO_FRAME"
   | "CAMERA_NO_RESULT"
   | "MODEL_LOADING"
+  | "MODEL_UPDATE_DISABLED"
   | "INTERNAL";
 
 export type ApiErrorCode = ErrorCode | HttpErrorCode;
@@ -44,6 +45,15 @@ export const HTTP_STATUS: Readonly<Record<ApiErrorCode, number>> = {
   MODEL_NOT_FOUND: 503,
   MODEL_INVALID: 503,
   MODEL_FAILED: 500,
+  // A refused update is about the new model set: the agent itself keeps serving the old one.
+  MODEL_UPDATE_SOURCE_INVALID: 400,
+  MODEL_UPDATE_DISABLED: 403,
+  MODEL_UPDATE_BUSY: 409,
+  MODEL_UPDATE_CHECKSUM: 422,
+  MODEL_UPDATE_INVALID: 422,
+  MODEL_UPDATE_SELF_TEST: 422,
+  MODEL_UPDATE_FETCH_FAILED: 502,
+  MODEL_UPDATE_FAILED: 500,
   CONFIG_INVALID: 500,
   INTERNAL: 500,
 };

@@ -259,3 +259,67 @@ export const cameraOverlaySchema = () => ({
   ...cameraFrameSchema(),
   summary: "The latest segmented frame of a camera with its masks drawn over it, as JPEG",
 });
+
+const modelStatus = () => {
+  const error = errorSchema.properties.error;
+  return {
+    type: "object",
+    properties: {
+      model: {
+        type: "object",
+        nullable: true,
+        description: "the model new requests run on; null while none is loaded",
+        properties: {
+          name: { type: "string" },
+          id: { type: "string", description: "identifies the weights (the encoder's sha256)" },
+          dir: { type: "string" },
+          source: { type: "string", description: "where the weights came from, as the manifest says" },
+          input_size: { type: "integer" },
+          sha256: { type: "object", additionalProperties: { type: "string" } },
+        },
+      },
+      error: { ...error, description: "why no model is loaded" },
+      update: {
+        type: "object",
+        properties: {
+          running: { type: "string", nullable: true, description: "the source of the update in progress" },
+          last: {
+            type: "object",
+            nullable: true,
+            properties: {
+              source: { type: "string" },
+              result: { type: "string", enum: ["swapped", "refused"] },
+              model: { type: "string" },
+              error,
+              self_test: {
+                type: "object",
+                properties: { frame: { type: "string" }, ious: { type: "array", items: { type: "number" } }, ms: { type: "number" } },
+              },
+              in_flight_at_swap: { type: "integer", description: "requests running on the old model at the swap; they finished on it" },
+              started_at: { type: "string" },
+              finished_at: { type: "string" },
+            },
+          },
+        },
+      },
+    },
+  };
+};
+
+export const modelStatusSchema = () => ({
+  summary: "The model serving requests, and the last model update",
+  response: { 200: modelStatus(), ...errors },
+});
+
+export const modelUpdateSchema = () => ({
+  summary: "Update the model: fetch, verify, self-test, swap",
+  description:
+    "JSON `{\"source\": ...}`: an absolute folder path on the box, or an http(s) URL of a folder, each holding `manifest.json` with the sha256 of every file it names. Answers once the new model serves new requests (requests running meanwhile finish on the old one), or with the reason it was refused; the old model keeps serving then.",
+  consumes: ["application/json"],
+  body: {
+    type: "object",
+    required: ["source"],
+    properties: { source: { type: "string", minLength: 1, maxLength: 4096, description: "a folder path or an http(s) URL" } },
+  },
+  response: { 200: modelStatus(), ...errors },
+});

@@ -3,7 +3,9 @@ import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from "fastify";
 import type { Registry } from "prom-client";
+import type { ModelUpdater } from "../model/updater.ts";
 import type { SegmentEngine } from "../segment/engine.ts";
+import { EngineSlot } from "../segment/engine-slot.ts";
 import { AnnotationStore } from "./annotations/store.ts";
 import { registerBearerAuth } from "./auth.ts";
 import type { CameraProvider } from "./cameras.ts";
@@ -15,6 +17,7 @@ import { registerAnnotationRoutes } from "./routes/annotations.ts";
 import type { RouteContext } from "./routes/context.ts";
 import { registerDeviceRoutes } from "./routes/device.ts";
 import { registerLabelingRoutes } from "./routes/labeling.ts";
+import { registerModelRoutes } from "./routes/model.ts";
 import { registerSegmentRoutes } from "./routes/segment.ts";
 import { registerWebRoutes } from "./routes/web.ts";
 
@@ -22,8 +25,13 @@ import { registerWebRoutes } from "./routes/web.ts";
 export const DEFAULT_HOST = "127.0.0.1";
 
 export interface ServerOptions {
-  /** The engine, or its pending load: the server answers /healthz (and 503s) while the model loads. */
-  engine: SegmentEngine | Promise<SegmentEngine>;
+  /**
+   * The engine, or its pending load: the server answers /healthz (and 503s) while the model
+   * loads. The daemon passes the slot its model updates swap engines in.
+   */
+  engine: SegmentEngine | Promise<SegmentEngine> | EngineSlot;
+  /** GET /v1/model, and POST /v1/model unless `allowUpdates` is false; without it those routes are off. */
+  models?: { updater: ModelUpdater; allowUpdates: boolean };
   /** When set, every route but /healthz and the page's static shell wants `Authorization: Bearer <token>`. */
   token?: string;
   cameras?: CameraProvider;
@@ -44,22 +52,25 @@ export interface ListenOptions {
   port?: number;
 }
 
-function engineState(pending: SegmentEngine | Promise<SegmentEngine>): { get(): SegmentEngine; model: RouteContext["model"] } {
-  let engine: SegmentEngine | undefined;
-  let failure: unknown;
-  Promise.resolve(pending).then(
-    (e) => (engine = e),
-    (err: unknown) => (failure = err),
-  );
+function engineState(slot: EngineSlot): Pick<RouteContext, "withEngine" | "model"> {
   return {
-    get() {
-      if (engine) return engine;
-      if (failure) throw failure;
-      throw new HttpError("MODEL_LOADING", "the model is still loading; retry in a few seconds (GET /readyz answers 200 once it is ready)");
+    async withEngine(reply, fn) {
+      const lease = slot.hold();
+      if (!lease) {
+        if (slot.error) throw slot.error;
+        throw new HttpError("MODEL_LOADING", "the model is still loading; retry in a few seconds (GET /readyz answers 200 once it is ready)");
+      }
+      try {
+        reply.header("x-sam-edge-model", lease.engine.model.manifest.name);
+        return await fn(lease.engine);
+      } finally {
+        lease.release();
+      }
     },
     model() {
+      const engine = slot.engine;
       if (engine) return { loaded: true, name: engine.model.manifest.name };
-      if (failure) return { loaded: false, error: toApiError(failure).body.error };
+      if (slot.error) return { loaded: false, error: toApiError(slot.error).body.error };
       return { loaded: false };
     },
   };
@@ -73,11 +84,10 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
     bodyLimit,
     ajv: { plugins: [fileKeyword] },
   });
-  const state = engineState(options.engine);
+  const slot = EngineSlot.from(options.engine);
   const cameras = options.cameras;
   const ctx: RouteContext = {
-    engine: state.get,
-    model: state.model,
+    ...engineState(slot),
     cameras,
     frameOf(id) {
       if (!cameras?.list().some((c) => c.id === id)) throw new HttpError("CAMERA_NOT_FOUND", `there is no camera "${id}"; GET /v1/cameras lists them`);
@@ -85,7 +95,7 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
       if (!frame) throw new HttpError("CAMERA_NO_FRAME", `camera "${id}" has not delivered a frame yet; retry shortly`);
       return frame;
     },
-    metrics: new ApiMetrics(options.registry, () => (state.model().loaded ? state.get() : undefined), app),
+    metrics: new ApiMetrics(options.registry, () => slot.engine, app),
   };
 
   app.setErrorHandler((err, request, reply) => {
@@ -126,6 +136,7 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
   registerDeviceRoutes(app, ctx);
   registerSegmentRoutes(app, ctx);
   registerLabelingRoutes(app, bodyLimit);
+  if (options.models) registerModelRoutes(app, ctx, options.models.updater, options.models.allowUpdates);
   if (options.datasetDir) registerAnnotationRoutes(app, ctx, new AnnotationStore(options.datasetDir), bodyLimit);
   return app;
 }

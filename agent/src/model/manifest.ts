@@ -30,33 +30,33 @@ function triple(v: unknown): v is [number, number, number] {
   return Array.isArray(v) && v.length === 3 && v.every((x) => typeof x === "number" && Number.isFinite(x));
 }
 
-function invalid(dir: string, what: string): SamEdgeError {
-  return new SamEdgeError("MODEL_INVALID", `${join(dir, "manifest.json")}: ${what}`);
+function invalid(where: string, what: string): SamEdgeError {
+  return new SamEdgeError("MODEL_INVALID", `${where}: ${what}`);
 }
 
-function parseManifest(dir: string, raw: unknown): ModelManifest {
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw invalid(dir, "must be a JSON object");
+/** Checks a parsed manifest; `where` names it (a path or a URL) in the errors. */
+export function parseManifest(where: string, raw: unknown): ModelManifest {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw invalid(where, "must be a JSON object");
   const m = raw as Record<string, unknown>;
-  for (const key of ["encoder", "decoder"] as const) {
-    if (typeof m[key] !== "string" || !(m[key] as string).endsWith(".onnx") || /[/\\]/.test(m[key] as string)) {
-      throw invalid(dir, `"${key}" must name an .onnx file inside the model folder`);
+  for (const key of ["encoder", "decoder", "decoderBatch"] as const) {
+    if (key === "decoderBatch" && m[key] === undefined) continue;
+    // A bare file name: an update writes these names into its staging folder.
+    if (typeof m[key] !== "string" || !(m[key] as string).endsWith(".onnx") || /[/\\\0]/.test(m[key] as string)) {
+      throw invalid(where, `"${key}" must name an .onnx file inside the model folder`);
     }
   }
-  if (m.decoderBatch !== undefined && (typeof m.decoderBatch !== "string" || /[/\\]/.test(m.decoderBatch))) {
-    throw invalid(dir, `"decoderBatch" must name an .onnx file inside the model folder`);
-  }
   if (m.inputSize !== undefined && !(Number.isInteger(m.inputSize) && (m.inputSize as number) >= 64 && (m.inputSize as number) <= 4096)) {
-    throw invalid(dir, `"inputSize" must be an integer between 64 and 4096`);
+    throw invalid(where, `"inputSize" must be an integer between 64 and 4096`);
   }
   for (const key of ["pixelMean", "pixelStd"] as const) {
-    if (m[key] !== undefined && !triple(m[key])) throw invalid(dir, `"${key}" must be three numbers (R, G, B)`);
+    if (m[key] !== undefined && !triple(m[key])) throw invalid(where, `"${key}" must be three numbers (R, G, B)`);
   }
   if (m.sha256 !== undefined) {
     const ok =
       typeof m.sha256 === "object" &&
       m.sha256 !== null &&
       Object.values(m.sha256).every((h) => typeof h === "string" && /^[0-9a-f]{64}$/.test(h));
-    if (!ok) throw invalid(dir, `"sha256" must map file names to 64 hex digits`);
+    if (!ok) throw invalid(where, `"sha256" must map file names to 64 hex digits`);
   }
   return {
     name: typeof m.name === "string" ? m.name : (m.encoder as string).replace(/\.encoder\.onnx$|\.onnx$/, ""),
@@ -84,9 +84,9 @@ export async function readManifest(dir: string): Promise<ModelManifest> {
     try {
       raw = JSON.parse(await readFile(join(dir, "manifest.json"), "utf8"));
     } catch (err) {
-      throw invalid(dir, `is not valid JSON (${(err as Error).message})`);
+      throw invalid(join(dir, "manifest.json"), `is not valid JSON (${(err as Error).message})`);
     }
-    return parseManifest(dir, raw);
+    return parseManifest(join(dir, "manifest.json"), raw);
   }
   const pick = (re: RegExp, what: string): string => {
     const found = files.filter((f) => re.test(f));
@@ -101,5 +101,5 @@ export async function readManifest(dir: string): Promise<ModelManifest> {
   const encoder = pick(/\.encoder\.onnx$/, "*.encoder.onnx");
   const decoder = pick(/\.decoder\.onnx$/, "*.decoder.onnx");
   const batch = files.find((f) => f.endsWith(".decoder-batch.onnx"));
-  return parseManifest(dir, { encoder, decoder, ...(batch ? { decoderBatch: batch } : {}) });
+  return parseManifest(join(dir, "manifest.json"), { encoder, decoder, ...(batch ? { decoderBatch: batch } : {}) });
 }

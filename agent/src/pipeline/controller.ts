@@ -7,7 +7,8 @@ import { SamClient } from "../client/client.ts";
 import type { Config } from "../config/schema.ts";
 import { SamEdgeError } from "../errors.ts";
 import { createServer } from "../http/server.ts";
-import { SamModel } from "../model/sam-model.ts";
+import type { SessionConfig } from "../model/sam-model.ts";
+import { loadStartModel, ModelUpdater } from "../model/updater.ts";
 import { brokerOptions } from "../publish/mqtt-options.ts";
 import { isListening, startEmbeddedBroker, type EmbeddedBroker } from "../publish/broker.ts";
 import { discoveryConfigs, HOME_ASSISTANT_STATE_FILE, HomeAssistantDiscovery } from "../publish/home-assistant.ts";
@@ -17,8 +18,10 @@ import { CircuitBreaker } from "../route/breaker.ts";
 import { CloudBudget } from "../route/budget.ts";
 import { Router } from "../route/router.ts";
 import { SegmentEngine } from "../segment/engine.ts";
+import { EngineSlot } from "../segment/engine-slot.ts";
 import { overlayImage } from "../segment/formats/index.ts";
 import type { Logger } from "./log.ts";
+import { answerModelUpdate } from "./model-command.ts";
 import { Pipeline, type ProcessedFrame } from "./pipeline.ts";
 import { RequestHandler } from "./requests.ts";
 import { printable, resultBody } from "./result.ts";
@@ -35,7 +38,8 @@ const FLUSH_TIMEOUT_MS = 5000;
 /**
  * The daemon: one of each part, wired once. Sources feed the pipeline, the pipeline runs jobs
  * through the router on the one engine, results go to the publisher (and stdout with --print);
- * the HTTP API shares the engine and the cameras.
+ * the HTTP API shares the engine and the cameras. The engine lives in a slot that model updates
+ * (HTTP or MQTT) swap a new one into.
  */
 export class Controller {
   readonly runId = Date.now().toString(36);
@@ -49,8 +53,8 @@ export class Controller {
   private pipeline!: Pipeline;
   private router!: Router;
   private topics: Topics;
-  private engine!: Promise<SegmentEngine>;
-  private loaded: SegmentEngine | undefined;
+  private slot: EngineSlot | undefined;
+  private updater!: ModelUpdater;
   private outbox: Outbox | undefined;
   private stopping: Promise<void> | undefined;
 
@@ -76,19 +80,28 @@ export class Controller {
   private async startParts(): Promise<void> {
     const { config, log } = this;
     await mkdir(config.state_dir, { recursive: true });
-    this.engine = SamModel.load(config.model.dir, { intraOpThreads: config.model.threads, graphOptimizationLevel: "all", executionProviders: ["cpu"] }).then(
-      (model) => new SegmentEngine(model),
+    const session: SessionConfig = { intraOpThreads: config.model.threads, graphOptimizationLevel: "all", executionProviders: ["cpu"] };
+    const engine = loadStartModel(config.state_dir, config.model.dir, session, log).then((model) => new SegmentEngine(model));
+    engine.then(
+      (e) => log.info(`model ${e.model.manifest.name} loaded from ${e.model.dir}`),
+      (err: Error) =>
+        log.error(`the model did not load (${(err as { code?: string }).code ?? "error"}: ${err.message}); cameras routed local will fail, cloud/auto ones use the cloud, until a model update succeeds`),
     );
-    this.engine.then(
-      (e) => {
-        this.loaded = e;
-        log.info(`model ${e.model.manifest.name} loaded from ${e.model.dir}`);
-      },
-      (err: Error) => log.error(`the model did not load (${(err as { code?: string }).code ?? "error"}: ${err.message}); cameras routed local will fail, cloud/auto ones use the cloud`),
-    );
+    const slot = new EngineSlot(engine);
+    this.slot = slot;
+    const update = config.model.update;
+    this.updater = new ModelUpdater({
+      slot,
+      stateDir: config.state_dir,
+      configDir: config.model.dir,
+      session,
+      limits: { maxBytes: update.max_bytes, timeoutMs: update.timeout_ms },
+      log,
+      registry: this.registry,
+    });
     const cloud = config.cloud;
     this.router = new Router({
-      engine: this.engine,
+      engine: slot,
       latencyBudgetMs: config.routing.latency_budget_ms,
       ...(cloud.token
         ? {
@@ -150,6 +163,7 @@ export class Controller {
         log,
         onConnect: () => void discovery.sync(),
         ...(config.mqtt.requests ? { onRequest: (r) => requests.answer(r.payload) } : {}),
+        ...(update.mqtt ? { onModelUpdate: (r) => answerModelUpdate(this.updater, r.payload, (id) => this.topics.response(id)) } : {}),
       });
       this.outbox = outbox;
       this.publisher.start();
@@ -160,7 +174,8 @@ export class Controller {
 
     if (config.http.enabled) {
       this.http = await createServer({
-        engine: this.engine,
+        engine: slot,
+        models: { updater: this.updater, allowUpdates: update.http },
         cameras: this.pipeline,
         registry: this.registry,
         datasetDir: join(config.state_dir, "dataset"),
@@ -193,12 +208,18 @@ export class Controller {
       cameras: this.pipeline.stats(),
       router: this.router.stats,
       // Left out while the model loads, or when it failed to.
-      engine: this.loaded?.cacheStats,
+      engine: this.slot?.engine?.cacheStats,
+      model: this.modelStats(),
       mqtt: this.publisher && this.outbox ? { connected: this.publisher.connected, outbox: { depth: this.outbox.depth, bytes: this.outbox.bytes, dropped: this.outbox.dropped } } : undefined,
       memory_mb: Math.round(process.memoryUsage().rss / 1048576),
     };
   }
 
+
+  private modelStats(): Record<string, unknown> {
+    const { model, update } = this.updater.status();
+    return { name: model?.name, id: model?.id, ...(update.last ? { last_update: { result: update.last.result, at: update.last.finished_at, error: update.last.error } } : {}) };
+  }
 
   private publishStats(): void {
     this.publisher?.publishVolatile(this.topics.stats, JSON.stringify(this.stats()));
@@ -275,7 +296,7 @@ export class Controller {
       await this.publisher?.stop(FLUSH_TIMEOUT_MS);
       await this.http?.close();
       await this.broker?.close();
-      await this.engine?.then((e) => e.model.release()).catch(() => undefined);
+      await this.slot?.close().catch((err: Error) => this.log.warn(`releasing the model failed: ${err.message}`));
     })();
     return this.stopping;
   }

@@ -13,6 +13,7 @@ export const STATUS_OFFLINE = "offline";
  *   cameras/<camera>/overlay    retained JPEG of the latest masks, when configured
  *   stats                       periodic JSON counters
  *   request                     segment requests in
+ *   model/update                model update commands in (when model.update.mqtt is on)
  *   response/<id>               answers for MQTT 3.1.1 clients (MQTT 5 ones name a response topic)
  */
 export class Topics {
@@ -30,6 +31,9 @@ export class Topics {
   }
   get request(): string {
     return `${this.root}/request`;
+  }
+  get modelUpdate(): string {
+    return `${this.root}/model/update`;
   }
   response(id?: string): string {
     return id ? `${this.root}/response/${id}` : `${this.root}/response`;
@@ -58,8 +62,12 @@ export interface PublisherOptions {
   /** Called on every connect, after `online` is published. */
   onConnect?: () => void;
   /** Answers segment requests; unset leaves the request topic unsubscribed. */
-  onRequest?: (request: IncomingRequest) => Promise<{ topic?: string; payload: object }>;
+  onRequest?: RequestAnswerer;
+  /** Answers model update commands; unset leaves their topic unsubscribed. */
+  onModelUpdate?: RequestAnswerer;
 }
+
+export type RequestAnswerer = (request: IncomingRequest) => Promise<{ topic?: string; payload: object }>;
 
 /**
  * The broker connection: status with last will, results through the durable outbox (one in
@@ -80,6 +88,10 @@ export class MqttPublisher {
 
   start(): void {
     const { topics, log } = this.options;
+    // Each topic the agent answers on, with its answerer; both answer alike (response topic or response/<id>).
+    const answerers = new Map<string, RequestAnswerer>();
+    if (this.options.onRequest) answerers.set(topics.request, this.options.onRequest);
+    if (this.options.onModelUpdate) answerers.set(topics.modelUpdate, this.options.onModelUpdate);
     const client = connect(this.options.url, {
       ...this.options.client,
       will: { topic: topics.status, payload: Buffer.from(STATUS_OFFLINE), qos: 1, retain: true },
@@ -93,7 +105,7 @@ export class MqttPublisher {
       log.info(`mqtt: connected to ${this.options.url}${wasConnected ? " again" : ""}`);
       wasConnected = true;
       client.publish(topics.status, STATUS_ONLINE, { qos: 1, retain: true });
-      if (this.options.onRequest) client.subscribe(topics.request, { qos: 1 });
+      if (answerers.size > 0) client.subscribe([...answerers.keys()], { qos: 1 });
       this.options.onConnect?.();
       this.kick();
     });
@@ -103,17 +115,18 @@ export class MqttPublisher {
       lastError = err.message;
     });
     client.on("message", (topic, payload, packet) => {
-      if (topic !== topics.request || !this.options.onRequest) return;
+      const answer = answerers.get(topic);
+      if (!answer) return;
       const props = packet.properties;
       const request: IncomingRequest = {
         payload,
         ...(props?.responseTopic ? { responseTopic: props.responseTopic } : {}),
         ...(props?.correlationData ? { correlationData: props.correlationData } : {}),
       };
-      void this.options.onRequest(request).then(({ topic, payload: answer }) => {
+      void answer(request).then(({ topic, payload: reply }) => {
         const to = request.responseTopic ?? topic ?? topics.response();
         const opts: IClientPublishOptions = { qos: 1, ...(request.correlationData ? { properties: { correlationData: request.correlationData } } : {}) };
-        client.publish(to, JSON.stringify(answer), opts);
+        client.publish(to, JSON.stringify(reply), opts);
       });
     });
   }

@@ -4,6 +4,7 @@ import type { ApiMask, ApiRle } from "../client/types.ts";
 import type { CameraPrompt, EverythingSettings, RouteMode } from "../config/schema.ts";
 import { isSamEdgeError } from "../errors.ts";
 import type { SegmentEngine } from "../segment/engine.ts";
+import { EngineSlot } from "../segment/engine-slot.ts";
 import { segmentEverything } from "../segment/everything.ts";
 import { decodeRle, maskFromPng } from "../segment/formats/index.ts";
 import { maskBBox, type BBox, type BinaryMask } from "../segment/mask.ts";
@@ -56,7 +57,8 @@ export interface CloudRoute {
 }
 
 export interface RouterOptions {
-  engine: Promise<SegmentEngine>;
+  /** A slot lets a model update swap the engine under the router; queued jobs run on the engine current when they start. */
+  engine: SegmentEngine | Promise<SegmentEngine> | EngineSlot;
   /** Unset when no token is configured: cloud jobs then run locally. */
   cloud?: CloudRoute;
   /** `auto` sends a job to the cloud when the local queue would make it wait longer than this. */
@@ -93,18 +95,14 @@ export function toPixelPrompts(prompts: CameraPrompt[], coordinates: SegmentJob[
  * is open.
  */
 export class Router {
-  private engine: SegmentEngine | undefined;
-  private engineFailed = false;
+  private readonly slot: EngineSlot;
   private queue: Promise<unknown> = Promise.resolve();
   private queued = 0;
   private localMsAvg = 0;
   private readonly counts = { local: 0, cloud: 0, fallbacks: 0, cloudFailures: 0 };
 
   constructor(private readonly options: RouterOptions) {
-    options.engine.then(
-      (e) => (this.engine = e),
-      () => (this.engineFailed = true),
-    );
+    this.slot = EngineSlot.from(options.engine);
   }
 
   get stats(): RouterStats {
@@ -124,9 +122,9 @@ export class Router {
   }
 
   async run(job: SegmentJob): Promise<RoutedResult> {
-    const localUsable = !this.engineFailed;
+    const localUsable = this.slot.error === undefined;
     const toCloud =
-      job.route === "cloud" || (job.route === "auto" && (!this.engine || this.expectedLocalWaitMs() + this.localMsAvg > this.options.latencyBudgetMs));
+      job.route === "cloud" || (job.route === "auto" && (!this.slot.engine || this.expectedLocalWaitMs() + this.localMsAvg > this.options.latencyBudgetMs));
     if (!toCloud) return this.local(job);
     try {
       return await this.cloud(job);
@@ -143,7 +141,7 @@ export class Router {
     const run = this.queue.then(async () => {
       const start = now();
       try {
-        return await this.segmentLocally(await this.options.engine, job);
+        return await this.slot.use((engine) => this.segmentLocally(engine, job));
       } finally {
         const ms = now() - start;
         this.localMsAvg = this.localMsAvg === 0 ? ms : this.localMsAvg * 0.8 + ms * 0.2;

@@ -1,3 +1,4 @@
+import type { FastifyReply } from "fastify";
 import type { Frame } from "../../capture/source.ts";
 import type { SegmentEngine } from "../../segment/engine.ts";
 import type { CameraProvider } from "../cameras.ts";
@@ -5,8 +6,12 @@ import type { ApiMetrics } from "../metrics.ts";
 
 /** What the routes share, built once per server. */
 export interface RouteContext {
-  /** The engine once the model has loaded; otherwise throws MODEL_LOADING or the load's error. */
-  engine(): SegmentEngine;
+  /**
+   * Runs `fn` on the current engine, held until it ends so a model update cannot release it
+   * mid-request; the answer names the model (x-sam-edge-model). Throws MODEL_LOADING, or the
+   * load's error, when there is no engine.
+   */
+  withEngine<T>(reply: FastifyReply, fn: (engine: SegmentEngine) => Promise<T>): Promise<T>;
   /** The model's state for /readyz. */
   model(): { loaded: boolean; name?: string; error?: { code: string; message: string } };
   cameras: CameraProvider | undefined;

@@ -105,32 +105,33 @@ export function registerSegmentRoutes(app: FastifyInstance, ctx: RouteContext): 
   app.post<{ Body: InteractiveBody }>("/v1/segment/interactive", { schema: interactiveSchema(), preValidation: requireMultipart }, async (request, reply) => {
     const items = sources(request.body, ctx);
     const prompts = promptsFor(request.body, items.length);
-    const engine = ctx.engine();
     const multimask = request.body.multimask;
-    const result = await answer(
-      items,
-      async (bytes, index): Promise<InteractiveResult> => {
-        const start = performance.now();
-        const seg = await engine.segment(bytes, prompts[index]!, multimask === undefined ? {} : { multimask });
-        ctx.metrics.observeTimings(seg.timings);
-        const t = performance.now();
-        const best = seg.masks[0]!;
-        const pngs = multimask ? Promise.all(seg.masks.map(maskJson)) : maskJson(best).then((m) => [m]);
-        // sharp encodes the PNGs on libuv's threads; the RLE (plain JS) is computed meanwhile.
-        const rle = encodeRle(best.mask);
-        const masks = await pngs;
-        const out: InteractiveResult = {
-          ...masks[0]!,
-          rle,
-          ...(request.body.return_overlay ? { overlay: (await overlayImage(bytes, [best.mask])).toString("base64") } : {}),
-          ...(multimask ? { masks } : {}),
-          width: seg.width,
-          height: seg.height,
-        };
-        ctx.metrics.observeStage("respond", performance.now() - t);
-        return { ...out, latency_ms: round(performance.now() - start), route: "local" };
-      },
-      request.log,
+    const result = await ctx.withEngine(reply, (engine) =>
+      answer(
+        items,
+        async (bytes, index): Promise<InteractiveResult> => {
+          const start = performance.now();
+          const seg = await engine.segment(bytes, prompts[index]!, multimask === undefined ? {} : { multimask });
+          ctx.metrics.observeTimings(seg.timings);
+          const t = performance.now();
+          const best = seg.masks[0]!;
+          const pngs = multimask ? Promise.all(seg.masks.map(maskJson)) : maskJson(best).then((m) => [m]);
+          // sharp encodes the PNGs on libuv's threads; the RLE (plain JS) is computed meanwhile.
+          const rle = encodeRle(best.mask);
+          const masks = await pngs;
+          const out: InteractiveResult = {
+            ...masks[0]!,
+            rle,
+            ...(request.body.return_overlay ? { overlay: (await overlayImage(bytes, [best.mask])).toString("base64") } : {}),
+            ...(multimask ? { masks } : {}),
+            width: seg.width,
+            height: seg.height,
+          };
+          ctx.metrics.observeStage("respond", performance.now() - t);
+          return { ...out, latency_ms: round(performance.now() - start), route: "local" };
+        },
+        request.log,
+      ),
     );
     return { ...result, latency_ms: round(reply.elapsedTime), route: "local" };
   });
@@ -145,20 +146,21 @@ export function registerSegmentRoutes(app: FastifyInstance, ctx: RouteContext): 
       ...(body.box_nms_thresh !== undefined ? { boxNmsThresh: body.box_nms_thresh } : {}),
       ...(body.min_mask_region_area !== undefined ? { minMaskRegionArea: body.min_mask_region_area } : {}),
     };
-    const engine = ctx.engine();
-    const result = await answer(
-      items,
-      async (bytes): Promise<EverythingResult> => {
-        const start = performance.now();
-        const seg = await segmentEverything(engine, bytes, options);
-        ctx.metrics.observeTimings(seg.timings);
-        const t = performance.now();
-        const masks = await Promise.all(seg.masks.map(async (m: EverythingMask) => ({ ...(await maskJson(m)), point: m.point })));
-        const overlay = body.return_overlay ? { overlay: (await overlayImage(bytes, seg.masks.map((m) => m.mask))).toString("base64") } : {};
-        ctx.metrics.observeStage("respond", performance.now() - t);
-        return { masks, ...overlay, width: seg.width, height: seg.height, latency_ms: round(performance.now() - start), route: "local" };
-      },
-      request.log,
+    const result = await ctx.withEngine(reply, (engine) =>
+      answer(
+        items,
+        async (bytes): Promise<EverythingResult> => {
+          const start = performance.now();
+          const seg = await segmentEverything(engine, bytes, options);
+          ctx.metrics.observeTimings(seg.timings);
+          const t = performance.now();
+          const masks = await Promise.all(seg.masks.map(async (m: EverythingMask) => ({ ...(await maskJson(m)), point: m.point })));
+          const overlay = body.return_overlay ? { overlay: (await overlayImage(bytes, seg.masks.map((m) => m.mask))).toString("base64") } : {};
+          ctx.metrics.observeStage("respond", performance.now() - t);
+          return { masks, ...overlay, width: seg.width, height: seg.height, latency_ms: round(performance.now() - start), route: "local" };
+        },
+        request.log,
+      ),
     );
     return { ...result, latency_ms: round(reply.elapsedTime), route: "local" };
   });

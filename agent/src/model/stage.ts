@@ -1,0 +1,226 @@
+import { createHash } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { isAbsolute, join } from "node:path";
+import { Readable, Transform } from "node:stream";
+import type { ReadableStream } from "node:stream/web";
+import { pipeline } from "node:stream/promises";
+import { isSamEdgeError, SamEdgeError, type ErrorCode } from "../errors.ts";
+import { parseManifest, type ModelManifest } from "./manifest.ts";
+
+/** Where a model update comes from: a folder on this box, or a web folder holding manifest.json and the files it names. */
+export type ModelSource = { kind: "folder"; dir: string } | { kind: "url"; base: URL };
+
+export interface StageLimits {
+  /** Largest model file, in bytes (model.update.max_bytes). */
+  maxBytes: number;
+  /** For a URL source: the manifest and every file together (model.update.timeout_ms). */
+  timeoutMs: number;
+}
+
+export interface StagedModel {
+  /** The verified copy, under the agent's models folder. */
+  dir: string;
+  manifest: ModelManifest;
+}
+
+const MAX_SOURCE_LENGTH = 4096;
+const MAX_MANIFEST_BYTES = 1024 * 1024;
+const WRITE_BUFFER_BYTES = 4 * 1024 * 1024;
+
+const fail = (code: ErrorCode, message: string) => new SamEdgeError(code, message);
+
+/** An update's `source` as the request gave it: an absolute folder path or an http(s) URL. */
+export function parseSource(text: unknown): ModelSource {
+  const example = 'e.g. {"source": "/opt/models/mobile-sam"} or {"source": "https://models.example.com/mobile-sam/"}';
+  if (typeof text !== "string" || text.trim() === "") throw fail("MODEL_UPDATE_SOURCE_INVALID", `"source" must be a folder path or an http(s) URL, ${example}`);
+  if (text.length > MAX_SOURCE_LENGTH) throw fail("MODEL_UPDATE_SOURCE_INVALID", `"source" is ${text.length} characters; at most ${MAX_SOURCE_LENGTH}`);
+  if (/^[a-z][a-z0-9+.-]*:/i.test(text) && !isAbsolute(text)) {
+    let url: URL;
+    try {
+      url = new URL(text);
+    } catch {
+      throw fail("MODEL_UPDATE_SOURCE_INVALID", `"source" ${JSON.stringify(text)} is not a valid URL, ${example}`);
+    }
+    if (url.protocol !== "http:" && url.protocol !== "https:") {
+      throw fail("MODEL_UPDATE_SOURCE_INVALID", `"source" uses ${url.protocol}; a model set is fetched over http:// or https://, or read from a folder given as a plain absolute path`);
+    }
+    if (url.username || url.password) throw fail("MODEL_UPDATE_SOURCE_INVALID", `"source" carries credentials; serve the model set without them (they would end up in logs)`);
+    // The folder of the manifest: ".../mobile-sam", ".../mobile-sam/" and ".../mobile-sam/manifest.json" all name it.
+    const path = url.pathname.replace(/\/manifest\.json$/, "/");
+    url.pathname = path.endsWith("/") ? path : `${path}/`;
+    url.search = "";
+    url.hash = "";
+    return { kind: "url", base: url };
+  }
+  if (!isAbsolute(text)) {
+    throw fail("MODEL_UPDATE_SOURCE_INVALID", `"source" ${JSON.stringify(text)} is neither an absolute folder path nor an http(s) URL; a relative path would depend on the agent's working directory`);
+  }
+  return { kind: "folder", dir: text };
+}
+
+export function describeSource(source: ModelSource): string {
+  return source.kind === "url" ? source.base.href : source.dir;
+}
+
+/** A name safe as one path segment, from the manifest's free-text name. */
+function folderName(name: string): string {
+  return name.replace(/[^A-Za-z0-9_.-]/g, "-").replace(/^\.+/, "").slice(0, 64) || "model";
+}
+
+function reason(err: unknown): string {
+  const e = err as Error & { cause?: { message?: string; code?: string } };
+  if (e?.name === "TimeoutError") return "it took longer than model.update.timeout_ms";
+  return [e?.message, e?.cause?.code ?? e?.cause?.message].filter(Boolean).join(": ") || String(err);
+}
+
+/**
+ * Copies `input` to `dest`, hashing as it goes and stopping at `maxBytes`. Errors of the
+ * agent's own disk (full, read-only) are MODEL_UPDATE_FAILED; those of the source are `sourceCode`.
+ */
+async function writeHashed(input: Readable, dest: string, maxBytes: number, from: string, sourceCode: ErrorCode): Promise<string> {
+  const hash = createHash("sha256");
+  let bytes = 0;
+  const meter = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      bytes += chunk.length;
+      if (bytes > maxBytes) done(fail(sourceCode, `${from} is over model.update.max_bytes (${maxBytes} bytes); raise the limit for models this large`));
+      else {
+        hash.update(chunk);
+        done(null, chunk);
+      }
+    },
+  });
+  try {
+    // A large buffer: each write waits for a libuv thread, which onnxruntime's runs hold while
+    // the agent serves; few big writes keep a download from crawling behind them.
+    await pipeline(input, meter, createWriteStream(dest, { highWaterMark: WRITE_BUFFER_BYTES }));
+  } catch (err) {
+    if (isSamEdgeError(err)) throw err;
+    if ((err as NodeJS.ErrnoException).path === dest) throw fail("MODEL_UPDATE_FAILED", `writing ${dest} failed: ${reason(err)}; check the free space and permissions of the state dir`);
+    throw fail(sourceCode, `reading ${from} failed: ${reason(err)}`);
+  }
+  return hash.digest("hex");
+}
+
+async function fetchOk(url: URL, signal: AbortSignal): Promise<Response> {
+  let res: Response;
+  try {
+    res = await fetch(url, { signal });
+  } catch (err) {
+    throw fail("MODEL_UPDATE_FETCH_FAILED", `GET ${url.href} failed: ${reason(err)}`);
+  }
+  if (!res.ok) {
+    await res.body?.cancel();
+    throw fail("MODEL_UPDATE_FETCH_FAILED", `GET ${url.href} answered ${res.status} ${res.statusText}`);
+  }
+  return res;
+}
+
+function declaredTooLarge(res: Response, maxBytes: number): boolean {
+  const length = Number(res.headers.get("content-length"));
+  return Number.isFinite(length) && length > maxBytes;
+}
+
+async function readManifestText(source: ModelSource, signal: AbortSignal): Promise<{ where: string; text: string }> {
+  if (source.kind === "folder") {
+    const where = join(source.dir, "manifest.json");
+    let size: number;
+    try {
+      size = (await stat(where)).size;
+    } catch {
+      throw fail("MODEL_UPDATE_INVALID", `${where} does not exist; an update needs the model set's manifest.json, with the sha256 of each file it names`);
+    }
+    if (size > MAX_MANIFEST_BYTES) throw fail("MODEL_UPDATE_INVALID", `${where} is ${size} bytes; a manifest is at most ${MAX_MANIFEST_BYTES}`);
+    return { where, text: await readFile(where, "utf8") };
+  }
+  const url = new URL("manifest.json", source.base);
+  const res = await fetchOk(url, signal);
+  if (declaredTooLarge(res, MAX_MANIFEST_BYTES)) {
+    await res.body?.cancel();
+    throw fail("MODEL_UPDATE_INVALID", `${url.href} is over ${MAX_MANIFEST_BYTES} bytes: not a manifest`);
+  }
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  try {
+    for await (const chunk of Readable.fromWeb(res.body as ReadableStream<Uint8Array>)) {
+      bytes += (chunk as Buffer).length;
+      if (bytes > MAX_MANIFEST_BYTES) throw fail("MODEL_UPDATE_INVALID", `${url.href} is over ${MAX_MANIFEST_BYTES} bytes: not a manifest`);
+      chunks.push(chunk as Buffer);
+    }
+  } catch (err) {
+    if (isSamEdgeError(err)) throw err;
+    throw fail("MODEL_UPDATE_FETCH_FAILED", `GET ${url.href} failed: ${reason(err)}`);
+  }
+  return { where: url.href, text: Buffer.concat(chunks).toString("utf8") };
+}
+
+/**
+ * Puts a verified copy of the model set at `source` in a new folder under `modelsDir`: the
+ * manifest first, which must give the sha256 of every file it names, then each file, hashed
+ * while it is written and refused when it differs. What is loaded is therefore exactly what
+ * was checked, and it stays there (a later start loads it) whatever becomes of the source.
+ */
+export async function stageModel(source: ModelSource, modelsDir: string, limits: StageLimits): Promise<StagedModel> {
+  const signal = AbortSignal.timeout(limits.timeoutMs);
+  const { where, text } = await readManifestText(source, signal);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw fail("MODEL_UPDATE_INVALID", `${where} is not valid JSON (${(err as Error).message})`);
+  }
+  let manifest: ModelManifest;
+  try {
+    manifest = parseManifest(where, raw);
+  } catch (err) {
+    throw fail("MODEL_UPDATE_INVALID", (err as Error).message);
+  }
+  const files = [manifest.encoder, manifest.decoder, ...(manifest.decoderBatch ? [manifest.decoderBatch] : [])];
+  const unchecked = files.filter((f) => !manifest.sha256?.[f]);
+  if (unchecked.length > 0) {
+    throw fail(
+      "MODEL_UPDATE_CHECKSUM",
+      `${where} gives no sha256 for ${unchecked.join(", ")}; an update checks every file: add "sha256": {"${unchecked[0]}": "<sha256sum of the file>", ...}`,
+    );
+  }
+  const id = createHash("sha256").update(text).digest("hex").slice(0, 12);
+  const dir = join(modelsDir, `${folderName(manifest.name)}-${id}-${Date.now().toString(36)}`);
+  await mkdir(dir, { recursive: true });
+  try {
+    for (const file of new Set(files)) {
+      const dest = join(dir, file);
+      let from: string;
+      let actual: string;
+      if (source.kind === "folder") {
+        from = join(source.dir, file);
+        let size: number;
+        try {
+          size = (await stat(from)).size;
+        } catch {
+          throw fail("MODEL_UPDATE_INVALID", `${from} does not exist (named in ${where})`);
+        }
+        if (size > limits.maxBytes) throw fail("MODEL_UPDATE_INVALID", `${from} is ${size} bytes, over model.update.max_bytes (${limits.maxBytes})`);
+        actual = await writeHashed(createReadStream(from), dest, limits.maxBytes, from, "MODEL_UPDATE_INVALID");
+      } else {
+        const url = new URL(encodeURIComponent(file), source.base);
+        from = url.href;
+        const res = await fetchOk(url, signal);
+        if (declaredTooLarge(res, limits.maxBytes)) {
+          await res.body?.cancel();
+          throw fail("MODEL_UPDATE_FETCH_FAILED", `${from} is ${res.headers.get("content-length")} bytes, over model.update.max_bytes (${limits.maxBytes})`);
+        }
+        actual = await writeHashed(Readable.fromWeb(res.body as ReadableStream<Uint8Array>), dest, limits.maxBytes, from, "MODEL_UPDATE_FETCH_FAILED");
+      }
+      const expected = manifest.sha256![file]!;
+      if (actual !== expected) {
+        throw fail("MODEL_UPDATE_CHECKSUM", `${from}: sha256 is ${actual}, but ${where} says ${expected}; the file is corrupt, truncated or not the one the manifest describes`);
+      }
+    }
+    await writeFile(join(dir, "manifest.json"), text);
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+  return { dir, manifest };
+}

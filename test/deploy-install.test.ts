@@ -251,3 +251,14 @@ describe("deploy/install.sh --prefix: a root in a directory", () => {
     }
   });
 });
+
+describe("deploy shell scripts", () => {
+  it("pass shellcheck", async () => {
+    const result = await new Promise<Run>((resolve, reject) =>
+      execFile("shellcheck", ["--severity=style", "deploy/install.sh", "deploy/prune-deps.sh"], { cwd: REPO_ROOT }, (err, stdout, stderr) =>
+        err && typeof err.code !== "number" ? reject(err) : resolve({ code: err ? (err.code as number) : 0, stdout, stderr }),
+      ),
+    );
+    expect(result).toEqual({ code: 0, stdout: "", stderr: "" });
+  });
+});

@@ -19,7 +19,7 @@ type Message = "READY=1" | "WATCHDOG=1" | "STOPPING=1";
 export class SystemdNotifier {
   private timer: NodeJS.Timeout | undefined;
   private pinging = false;
-  private stopped = false;
+  private state: "starting" | "ready" | "stopping" = "starting";
   private failures = 0;
 
   private constructor(
@@ -51,7 +51,8 @@ export class SystemdNotifier {
 
   /** READY=1, then WATCHDOG=1 every half period while the event loop turns. Ignored once stopping. */
   ready(status: string): void {
-    if (this.stopped || this.timer) return;
+    if (this.state !== "starting") return;
+    this.state = "ready";
     this.send("READY=1", [`--status=${status.replace(/\s+/g, " ")}`]);
     if (this.watchdogMs === undefined) return;
     this.timer = setInterval(() => {
@@ -63,8 +64,8 @@ export class SystemdNotifier {
 
   /** STOPPING=1: the stop that follows (outbox flush included) is no watchdog failure. */
   stopping(): void {
-    if (this.stopped) return;
-    this.stopped = true;
+    if (this.state === "stopping") return;
+    this.state = "stopping";
     clearInterval(this.timer);
     this.send("STOPPING=1");
   }
@@ -89,7 +90,7 @@ export class SystemdNotifier {
 
   private failed(message: Message, why: string): void {
     const n = ++this.failures;
-    // The first few, then one in a hundred: a ping that fails every 15 s must not flood the journal.
+    // The first few, then one in a hundred: a ping that fails every period must not flood the journal.
     if (n <= 3 || n % 100 === 0) this.log.error(`systemd notification ${message} failed: ${why}${n > 3 ? ` (${n} failures so far)` : ""}`);
   }
 }

@@ -40,7 +40,10 @@ async function runImage(image: Stage): Promise<{ stop: () => Promise<number | nu
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   const deadline = Date.now() + 60_000;
   while ((await health()) !== 0) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`the image's health check never passed; the agent said:\n${stderr}`);
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill("SIGKILL");
+      throw new Error(`the image's health check never passed; the agent said:\n${stderr}`);
+    }
     await new Promise((r) => setTimeout(r, 200));
   }
   return {

@@ -43,7 +43,8 @@ describe("sd_notify: READY, WATCHDOG and STOPPING for a Type=notify unit", () =>
       { env: { NOTIFY_SOCKET: socket.path, WATCHDOG_USEC: "400000", WATCHDOG_PID: undefined }, args: [] },
     );
     try {
-      await socket.waitFor(() => socket.with("READY=1").length === 1, "READY=1");
+      // The waits end before the test's own timeout, so the agent is always stopped below.
+      await socket.waitFor(() => socket.with("READY=1").length === 1, "READY=1", 60_000);
       // READY follows the model load: the readiness probe must already see the model.
       const ready = (await (await fetch(`http://127.0.0.1:${port}/readyz`)).json()) as { model: { loaded: boolean; name: string } };
       expect(ready.model).toMatchObject({ loaded: true, name: "tiny-sam" });
@@ -55,9 +56,9 @@ describe("sd_notify: READY, WATCHDOG and STOPPING for a Type=notify unit", () =>
       const exit = await agent.stop("SIGTERM");
       expect(exit, agent.stderr).toEqual({ code: 0, signal: null });
     }
-    await socket.waitFor(() => socket.with("STOPPING=1").length === 1, "STOPPING=1");
+    await socket.waitFor(() => socket.with("STOPPING=1").length === 1, "STOPPING=1", 20_000);
     expect(agent.stderr).not.toContain("systemd notification");
-  });
+  }, 150_000);
 
   it("sends no WATCHDOG=1 when WATCHDOG_PID names another process (a child that inherited the variables)", () => {
     const { log } = capture();

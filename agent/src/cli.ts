@@ -4,6 +4,7 @@ import { loadConfig, type ConfigInputs } from "./config/load.ts";
 import { BUNDLED_FP32_MODEL_DIR, BUNDLED_MODEL_DIR, SAMPLES_DIR } from "./config/paths.ts";
 import { Controller } from "./pipeline/controller.ts";
 import { createLogger } from "./pipeline/log.ts";
+import { SystemdNotifier } from "./service/notify.ts";
 import { isSamEdgeError, SamEdgeError } from "./errors.ts";
 import { SamModel } from "./model/sam-model.ts";
 import { SegmentEngine, type MaskResult } from "./segment/engine.ts";
@@ -154,11 +155,14 @@ async function runCommand(args: string[]): Promise<void> {
     log.info(`results over MQTT at ${controller.mqttUrl}; watch them with: mosquitto_sub ${where}-v -t '${config.mqtt.base_topic}/#'`);
   }
   if (controller.httpUrl) log.info(`HTTP API at ${controller.httpUrl} (OpenAPI at ${controller.httpUrl}/docs)`);
+  const notifier = SystemdNotifier.fromEnv(process.env, log);
+  if (notifier) void controller.modelSettled().then(() => notifier.ready(`${cameras.length} cameras${controller.httpUrl ? `, HTTP API at ${controller.httpUrl}` : ""}`));
   const signal = await Promise.race([signalled, values.once ? controller.finished().then(() => undefined) : new Promise<never>(() => {})]);
   if (signal) {
     log.info(`${signal}: finishing the frames in flight, flushing the outbox (${signal} again quits at once)`);
     process.once(signal, () => process.exit(130));
   }
+  notifier?.stopping();
   await controller.stop();
   log.info("stopped");
 }

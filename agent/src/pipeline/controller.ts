@@ -196,6 +196,14 @@ export class Controller {
     this.pipeline.start();
   }
 
+  /** Resolves once the model has loaded or failed to: its load blocks the event loop, so systemd's READY waits for it. */
+  modelSettled(): Promise<void> {
+    return this.engine.then(
+      () => undefined,
+      () => undefined,
+    );
+  }
+
   /** Resolves when every source has ended (only finite sources do: folders without loop). */
   finished(): Promise<void> {
     return this.pipeline.finished();

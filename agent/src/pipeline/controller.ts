@@ -54,6 +54,8 @@ export class Controller {
   private router!: Router;
   private topics: Topics;
   private slot: EngineSlot | undefined;
+  /** The first model's load (a later update does not change it). */
+  private firstModel: Promise<unknown> = Promise.resolve();
   private updater!: ModelUpdater;
   private outbox: Outbox | undefined;
   private stopping: Promise<void> | undefined;
@@ -87,6 +89,7 @@ export class Controller {
       (err: Error) =>
         log.error(`the model did not load (${(err as { code?: string }).code ?? "error"}: ${err.message}); cameras routed local will fail, cloud/auto ones use the cloud, until a model update succeeds`),
     );
+    this.firstModel = engine;
     const slot = new EngineSlot(engine);
     this.slot = slot;
     const update = config.model.update;
@@ -198,7 +201,7 @@ export class Controller {
 
   /** Resolves once the model has loaded or failed to: its load blocks the event loop, so systemd's READY waits for it. */
   modelSettled(): Promise<void> {
-    return this.engine.then(
+    return this.firstModel.then(
       () => undefined,
       () => undefined,
     );

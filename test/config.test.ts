@@ -3,9 +3,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadConfig, type ConfigInputs } from "../agent/src/config/load.ts";
+import { loadConfig } from "../agent/src/config/load.ts";
 import { BUNDLED_MODEL_DIR, SAMPLES_DIR } from "../agent/src/config/paths.ts";
-import { isSamEdgeError } from "../agent/src/errors.ts";
+import { rejection } from "./helpers/config.ts";
 
 describe("configuration", () => {
   let dir: string;
@@ -13,16 +13,6 @@ describe("configuration", () => {
   const withFile = async (name: string, value: unknown): Promise<string> => {
     await writeFile(file(name), typeof value === "string" ? value : JSON.stringify(value));
     return file(name);
-  };
-  /** The CONFIG_INVALID message, or a failure if the config was accepted. */
-  const rejection = async (inputs: ConfigInputs): Promise<string> => {
-    try {
-      await loadConfig({ env: {}, ...inputs });
-    } catch (err) {
-      if (isSamEdgeError(err) && err.code === "CONFIG_INVALID") return err.message;
-      throw err;
-    }
-    throw new Error(`accepted: ${JSON.stringify(inputs)}`);
   };
 
   beforeAll(async () => {

@@ -4,14 +4,14 @@ import { join } from "node:path";
 import { connectAsync, type MqttClient } from "mqtt";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadConfig, type ConfigInputs } from "../agent/src/config/load.ts";
+import { loadConfig } from "../agent/src/config/load.ts";
 import { SAMPLES_DIR } from "../agent/src/config/paths.ts";
-import { isSamEdgeError } from "../agent/src/errors.ts";
 import { HOME_ASSISTANT_STATE_FILE, HomeAssistantDiscovery } from "../agent/src/publish/home-assistant.ts";
 import { createLogger } from "../agent/src/pipeline/log.ts";
 import { AgentProcess, Subscriber } from "./helpers/agent.ts";
 import { discoveryProblems, renderValueTemplates } from "./helpers/home-assistant.ts";
 import { Mosquitto } from "./helpers/mosquitto.ts";
+import { rejection } from "./helpers/config.ts";
 
 const base = "site1";
 const device = "box1";
@@ -245,15 +245,6 @@ describe("Home Assistant MQTT discovery", () => {
 });
 
 describe("Home Assistant discovery settings", () => {
-  const rejection = async (inputs: ConfigInputs): Promise<string> => {
-    try {
-      await loadConfig({ env: {}, ...inputs });
-    } catch (err) {
-      if (isSamEdgeError(err) && err.code === "CONFIG_INVALID") return err.message;
-      throw err;
-    }
-    throw new Error(`accepted: ${JSON.stringify(inputs)}`);
-  };
 
   it("defaults: off, prefix homeassistant; SAM_EDGE_ variables and --set reach them", async () => {
     expect((await loadConfig({ env: {} })).mqtt.home_assistant).toEqual({ enabled: false, discovery_prefix: "homeassistant" });

@@ -199,8 +199,10 @@ describe("sam-edge run: cameras in, masks out over MQTT", () => {
       await legacy.client.publishAsync(`${base}/${device}/request`, JSON.stringify({ id: "r-311", camera: "usb" }), { qos: 1 });
       await legacy.client.publishAsync(`${base}/${device}/request`, JSON.stringify({ id: "r-bad", camera: "attic" }), { qos: 1 });
       await legacy.client.publishAsync(`${base}/${device}/request`, JSON.stringify({ id: "r-typo", image, prompt: [] }), { qos: 1 });
+      // An id that is no topic level (a wildcard, a separator) is answered on the plain response topic.
+      await legacy.client.publishAsync(`${base}/${device}/request`, JSON.stringify({ id: "x/#", camera: "usb" }), { qos: 1 });
       await requester.waitFor(() => requester.on(/^replies\/app1$/).length === 1, "the MQTT 5 reply");
-      await legacy.waitFor(() => legacy.messages.length >= 3, "the 3.1.1 replies");
+      await legacy.waitFor(() => legacy.messages.length >= 4, "the 3.1.1 replies");
 
       const reply = requester.on(/^replies\/app1$/)[0]!;
       expect(Buffer.from(reply.properties!.correlationData as Uint8Array).toString()).toBe("corr-42");
@@ -213,6 +215,8 @@ describe("sam-edge run: cameras in, masks out over MQTT", () => {
       expect(byId["r-bad"]).toEqual({ id: "r-bad", error: { code: "CAMERA_NOT_FOUND", message: expect.stringMatching(/attic/) } });
       expect(byId["r-typo"].error.code).toBe("REQUEST_INVALID");
       expect(byId["r-typo"].error.message).toMatch(/prompt/);
+      expect(legacy.messages.map((m) => m.topic)).toContain(`${base}/${device}/response`);
+      expect(byId.response).toEqual({ error: { code: "REQUEST_INVALID", message: expect.stringMatching(/id/) } });
     } finally {
       await requester.close();
       await legacy.close();

@@ -1,7 +1,7 @@
 import type { SamEdgeError } from "../errors.ts";
 import type { ModelUpdater } from "../model/updater.ts";
+import { REQUEST_ID } from "./requests.ts";
 
-const ID = /^[A-Za-z0-9_-]{1,64}$/;
 const USAGE = 'send {"id": "u1", "source": "<absolute folder path or http(s) URL of the model set>"}';
 
 /**
@@ -24,8 +24,7 @@ export async function answerModelUpdate(
   }
   if (typeof command !== "object" || command === null || Array.isArray(command)) return error(undefined, "REQUEST_INVALID", `the command must be a JSON object; ${USAGE}`);
   const { id, source, ...rest } = command as Record<string, unknown>;
-  // The id becomes a topic level of the answer: no wildcards or separators.
-  if (id !== undefined && (typeof id !== "string" || !ID.test(id))) return error(undefined, "REQUEST_INVALID", `"id" must be 1 to 64 letters, digits, _ or -`);
+  if (id !== undefined && (typeof id !== "string" || !REQUEST_ID.test(id))) return error(undefined, "REQUEST_INVALID", `"id" must be 1 to 64 letters, digits, _ or -`);
   const extra = Object.keys(rest);
   if (extra.length > 0) return error(id, "REQUEST_INVALID", `unknown keys ${extra.join(", ")}; ${USAGE}`);
   try {

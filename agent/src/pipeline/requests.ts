@@ -28,6 +28,9 @@ export interface SegmentRequest {
   route?: RouteMode;
 }
 
+/** What a request id may be: it becomes a topic level of the answer, so no wildcards or separators. */
+export const REQUEST_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
 type Reply = { topic?: string; payload: Record<string, unknown> };
 
 interface Props {
@@ -46,7 +49,7 @@ function compileRequestSchema(): { validate: (data: unknown) => boolean; everyth
     type: "object",
     additionalProperties: false,
     properties: {
-      id: { type: "string", pattern: "^[A-Za-z0-9_-]{1,64}$" },
+      id: { type: "string", pattern: REQUEST_ID.source },
       camera: camera.id,
       image: { type: "string", minLength: 1 },
       prompts: pick("prompts"),
@@ -76,7 +79,8 @@ export class RequestHandler {
     } catch {
       return this.error(undefined, "REQUEST_INVALID", "the request is not JSON; send {\"camera\" or \"image\", \"prompts\", ...}");
     }
-    const id = typeof request?.id === "string" ? request.id : undefined;
+    // An id that may not be a topic level is not answered on: the error goes to the plain response topic.
+    const id = typeof request?.id === "string" && REQUEST_ID.test(request.id) ? request.id : undefined;
     if (typeof request !== "object" || request === null || !this.schema.validate(request)) {
       const errors = (this.schema.validate as unknown as { errors?: { instancePath: string; message?: string; params: Record<string, unknown> }[] }).errors ?? [];
       const text = errors.map((e) => `${e.instancePath.slice(1).replace(/\//g, ".") || "request"} ${e.message}${e.params.additionalProperty ? ` (${String(e.params.additionalProperty)})` : ""}`).join("; ");

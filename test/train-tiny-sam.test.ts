@@ -45,4 +45,20 @@ describe("scripts/train-tiny-sam smoke run", () => {
     expect(metrics.miou_1click).toBeGreaterThanOrEqual(0);
     expect(metrics.miou_by_clicks).toHaveLength(4);
   });
+
+  it("a second phase starts from the first run's checkpoint, and refuses one at another step", { timeout: 600_000 }, async () => {
+    const phase = (initStep: number) => JSON.stringify({ init_from: "run/checkpoint.pt", init_step: initStep, seed: 2, steps: 2, images_per_step: 2, targets_per_image: 1, val_every: 2, val_scenes: 2, warmup_steps: 1 });
+    await writeFile(join(dir, "wrong.json"), phase(7));
+    const wrong = await run("python3", ["train.py", "--config", join(dir, "wrong.json"), "--out", join(dir, "wrong")], { cwd: SCRIPTS }).catch((err: { stderr: string }) => err);
+    expect((wrong as { stderr: string }).stderr).toMatch(/run\/checkpoint\.pt is at step 3, the config expects 7/);
+
+    // The path is relative to the config file, and kept as written in the checkpoint and the manifest.
+    await writeFile(join(dir, "phase2.json"), phase(3));
+    await run("python3", ["train.py", "--config", join(dir, "phase2.json"), "--out", join(dir, "run2")], { cwd: SCRIPTS });
+    const log = (await readFile(join(dir, "run2", "log.jsonl"), "utf8")).trim().split("\n").map((l) => JSON.parse(l));
+    expect(log.at(-1)).toMatchObject({ step: 2 });
+    await run("python3", ["export.py", "--checkpoint", join(dir, "run2", "checkpoint.pt"), "--out", join(dir, "model2")], { cwd: SCRIPTS });
+    const manifest = JSON.parse(await readFile(join(dir, "model2", "manifest.json"), "utf8"));
+    expect(manifest.source).toContain('"init_from": "run/checkpoint.pt"');
+  });
 });

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -19,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from model import IMG_SIZE, TinySam
+
+HERE = Path(__file__).resolve().parent
 
 OPSET = 17
 
@@ -148,7 +151,11 @@ def main() -> None:
     ckpt = torch.load(args.checkpoint, map_location="cpu")
     model.load_state_dict(ckpt["model"])
     paths = export(model, args.out, args.name)
-    source = f"scripts/train-tiny-sam, step {ckpt.get('step', '?')} of config {json.dumps(ckpt.get('config', {}), sort_keys=True)}"
+    config = dict(ckpt.get("config", {}))
+    if config.get("init_from"):
+        # Checkpoints of earlier runs held it absolute: record it as the config file writes it.
+        config["init_from"] = os.path.relpath(config["init_from"], HERE) if os.path.isabs(config["init_from"]) else config["init_from"]
+    source = f"scripts/train-tiny-sam, step {ckpt.get('step', '?')} of config {json.dumps(config, sort_keys=True)}"
     write_manifest(args.out, args.name, paths, source)
     for p in paths:
         print(p, p.stat().st_size)

@@ -193,8 +193,8 @@ def main() -> None:
     unknown = set(cfg) - set(DEFAULTS)
     if unknown:
         raise SystemExit(f"unknown config keys: {sorted(unknown)}")
-    if cfg["init_from"] and args.config:
-        cfg["init_from"] = str((args.config.parent / cfg["init_from"]).resolve())
+    # The config keeps the path as written (it is recorded in checkpoints and manifests).
+    init_from = (args.config.parent if args.config else Path.cwd()) / cfg["init_from"] if cfg["init_from"] else None
 
     torch.manual_seed(cfg["seed"])
     torch.set_num_threads(cfg["threads"])
@@ -203,10 +203,10 @@ def main() -> None:
     rng = np.random.default_rng(cfg["seed"] + 1)
     args.out.mkdir(parents=True, exist_ok=True)
     model = TinySam()
-    if cfg["init_from"]:
-        ck = torch.load(cfg["init_from"], map_location="cpu")
+    if init_from:
+        ck = torch.load(init_from, map_location="cpu")
         if cfg["init_step"] is not None and ck["step"] != cfg["init_step"]:
-            raise SystemExit(f"{cfg['init_from']} is at step {ck['step']}, the config expects {cfg['init_step']}")
+            raise SystemExit(f"{init_from} is at step {ck['step']}, the config expects {cfg['init_step']}")
         model.load_state_dict(ck["model"])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     total = cfg["steps"]

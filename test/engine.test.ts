@@ -15,6 +15,8 @@ describe("segmentation engine on the bundled model", () => {
   let model: SamModel;
   let engine: SegmentEngine;
   const scenes = new Map<string, Scene>();
+  /** Filled by the per-scene click test, read by the overall one after it. */
+  const clickIoUs: number[] = [];
 
   beforeAll(async () => {
     model = await SamModel.load(TINY_SAM_DIR);
@@ -32,7 +34,14 @@ describe("segmentation engine on the bundled model", () => {
       ious.push(maskIoU(result.masks[0]!.mask, scene.truth(obj.label)));
     }
     const mean = ious.reduce((a, b) => a + b, 0) / ious.length;
-    expect(mean, `IoUs ${ious.map((v) => v.toFixed(3)).join(", ")}`).toBeGreaterThanOrEqual(0.4);
+    // The crowded `square` scene is the weakest (about 0.54); the others score 0.84 or more.
+    expect(mean, `IoUs ${ious.map((v) => v.toFixed(3)).join(", ")}`).toBeGreaterThanOrEqual(0.5);
+    clickIoUs.push(...ious);
+  });
+
+  it("over every fixture object, a click's mask has a mean IoU of 0.75 or more with the object", () => {
+    expect(clickIoUs).toHaveLength(SCENES.reduce((n, name) => n + scenes.get(name)!.objects.length, 0));
+    expect(clickIoUs.reduce((a, b) => a + b, 0) / clickIoUs.length).toBeGreaterThanOrEqual(0.75);
   });
 
   it("reads EXIF orientation: the rotated file gives the upright picture's masks", async () => {
@@ -52,7 +61,7 @@ describe("segmentation engine on the bundled model", () => {
       const [x, y, w, h] = obj.bbox;
       const result = await engine.segment(scene.bytes, { box: [x, y, x + w, y + h] });
       expect(result.masks).toHaveLength(1);
-      expect(maskIoU(result.masks[0]!.mask, scene.truth(obj.label))).toBeGreaterThanOrEqual(0.6);
+      expect(maskIoU(result.masks[0]!.mask, scene.truth(obj.label))).toBeGreaterThanOrEqual(0.85);
     }
   });
 

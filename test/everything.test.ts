@@ -72,17 +72,22 @@ describe("Everything mode on the bundled model", () => {
   });
   afterAll(async () => model.release());
 
-  // SAM's default filters (predicted IoU 0.88, stability 0.95) keep nothing of the bundled
-  // model's softer masks; with 0.5 / 0.8 it finds some objects of each scene (the engine
-  // issue's recall of 0.8 needs a better model: models/tiny-sam/README.md).
+  // SAM's default filters (predicted IoU 0.88, stability 0.95) keep few of the bundled
+  // model's softer masks (none of landscape's); with 0.5 / 0.8 it finds every object of
+  // landscape and small, 14 of the 19 fixture objects in all, but only one of the crowded
+  // `square` scene (models/tiny-sam/README.md).
   const FILTERS = { predIouThresh: 0.5, stabilityScoreThresh: 0.8 };
 
-  it.each(["landscape", "square"])("finds objects of %s, each once", async (name) => {
+  it.each([
+    ["landscape", 3],
+    ["small", 4],
+    ["square", 1],
+  ])("finds objects of %s (at least %i), each once", async (name, least) => {
     const scene = await loadScene(name);
     const result = await segmentEverything(engine, scene.bytes, { pointsPerSide: 16, ...FILTERS });
     const masks = result.masks.map((m) => m.mask);
     const found = scene.objects.filter((o) => bestIoU(scene.truth(o.label), masks) >= 0.7);
-    expect(found.length, `found ${found.length} of ${scene.objects.length} objects in ${masks.length} masks`).toBeGreaterThanOrEqual(1);
+    expect(found.length, `found ${found.length} of ${scene.objects.length} objects in ${masks.length} masks`).toBeGreaterThanOrEqual(least);
     for (let i = 0; i < masks.length; i++) {
       for (let j = i + 1; j < masks.length; j++) expect(maskIoU(masks[i]!, masks[j]!)).toBeLessThanOrEqual(0.7);
     }

@@ -41,6 +41,7 @@ import onnx
 import onnxruntime as ort
 import torch
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+from onnxruntime.quantization.calibrate import DistributionCalibrater, EntropyCalibrater, MinMaxCalibrater, PercentileCalibrater, save_tensors_data
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from PIL import Image, UnidentifiedImageError
 
@@ -71,6 +72,13 @@ CALIBRATION_METHODS = {
     "entropy": CalibrationMethod.Entropy,
     "percentile": CalibrationMethod.Percentile,
     "distribution": CalibrationMethod.Distribution,
+}
+# Calibrator classes with the settings onnxruntime's create_calibrator gives each method.
+CALIBRATORS = {
+    "minmax": (MinMaxCalibrater, {}),
+    "entropy": (EntropyCalibrater, {}),
+    "percentile": (PercentileCalibrater, {"symmetric": True}),
+    "distribution": (DistributionCalibrater, {"num_bins": 2048}),
 }
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 # Seeds that no other scene set uses: training 1..2, validation 424242, evaluate.py 20261125.
@@ -224,23 +232,16 @@ class ImageSet:
         return ImageSet({"kind": "scenes", "images": count, "seed": seed, "generator": "scripts/train-tiny-sam/scenes.py"}, count, load)
 
 
-class CalibrationImages(CalibrationDataReader):
-    """Feeds the encoder one preprocessed image at a time. `set_range` lets the quantiser
-    calibrate in strides of one image, so no calibrator holds every image's activations."""
+class OneImage(CalibrationDataReader):
+    """Feeds the encoder one preprocessed image: the calibrator sees one image per call, so no
+    calibrator holds every image's activations at once."""
 
-    def __init__(self, images: ImageSet, input_name: str) -> None:
-        self.images, self.input_name = images, input_name
-        self.set_range(0, images.count)
-
-    def __len__(self) -> int:
-        return self.images.count
-
-    def set_range(self, start_index: int, end_index: int) -> None:
-        self.indices = iter(range(start_index, end_index))
+    def __init__(self, image: np.ndarray, input_name: str) -> None:
+        self.feed: dict[str, np.ndarray] | None = {input_name: preprocess(image)[0]}
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        i = next(self.indices, None)
-        return None if i is None else {self.input_name: preprocess(self.images.load(i))[0]}
+        feed, self.feed = self.feed, None
+        return feed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,7 +283,9 @@ def pre_process(src: Path, dst: Path) -> str:
 
 
 def weight_nodes(model: onnx.ModelProto) -> list[str]:
-    """Names of the weight-bearing nodes, in graph (topological) order."""
+    """Names of the weight-bearing nodes, in graph (topological) order: what gets quantised.
+    A MatMul of two activations (attention scores, attention times values) is not one: those
+    stay float, as they carry the widest ranges."""
     inits = {i.name for i in model.graph.initializer}
     return [n.name for n in model.graph.node if n.op_type in WEIGHT_OPS and any(i in inits for i in n.input[1:])]
 
@@ -316,25 +319,51 @@ def quantize_dynamic_int8(src: Path, dst: Path, ops: list[str], exclude: list[st
         op_types_to_quantize=ops,
         per_channel=True,
         weight_type=QuantType.QInt8,
-        nodes_to_exclude=exclude,
-        # Products of two activations (attention scores) stay float: they carry the widest ranges.
+        # The quantiser turns each Gemm into a MatMul named NAME_MatMul before it picks nodes.
+        nodes_to_exclude=[*exclude, *(f"{n}_MatMul" for n in exclude)],
+        # As weight_nodes: MatMuls of two activations stay float.
         extra_options={"MatMulConstBOnly": True},
     )
 
 
-def quantize_static_int8(src: Path, dst: Path, exclude: list[str], reader: CalibrationImages, method: CalibrationMethod) -> None:
+def calibrate(model: Path, nodes: list[str], images: ImageSet, input_name: str, method: str, work: Path) -> Path:
+    """Activation ranges of the inputs and outputs of `nodes`, one image at a time, saved where
+    quantize_static reads a calibration cache. onnxruntime's own calibration records every
+    tensor around every MatMul, attention scores included: 13 GB per image for ViT-B."""
+    base, options = CALIBRATORS[method]
+    proto = onnx.load(str(model), load_external_data=False)
+    inits = {i.name for i in proto.graph.initializer}
+    wanted = {t for n in proto.graph.node if n.name in set(nodes) for t in [*n.input, *n.output] if t and t not in inits}
+    del proto
+
+    class Calibrator(base):
+        def select_tensors_to_calibrate(self, graph_model):
+            tensors, value_infos = super().select_tensors_to_calibrate(graph_model)
+            return tensors & wanted, value_infos
+
+    calibrator = Calibrator(str(model), WEIGHT_OPS, str(work / "augmented.onnx"), **options)
+    calibrator.augment_graph()
+    calibrator.create_inference_session()
+    for i in range(images.count):
+        calibrator.collect_data(OneImage(images.load(i), input_name))
+    ranges = work / "ranges.json"
+    save_tensors_data(calibrator.compute_data(), ranges)
+    return ranges
+
+
+def quantize_static_int8(src: Path, dst: Path, nodes: list[str], ranges: Path, method: str) -> None:
     quantize_static(
         str(src),
         str(dst),
-        reader,
+        None,
         quant_format=QuantFormat.QDQ,
         op_types_to_quantize=WEIGHT_OPS,
+        nodes_to_quantize=nodes,
         per_channel=True,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
-        nodes_to_exclude=exclude,
-        calibrate_method=method,
-        extra_options={"MatMulConstBOnly": True, "CalibStridedMinMax": 1},
+        calibrate_method=CALIBRATION_METHODS[method],
+        calibration_cache_path=ranges,
     )
 
 
@@ -693,7 +722,10 @@ def build(args: argparse.Namespace, sources: dict[str, Path], image_input: str, 
             quantize_dynamic_int8(pre[role], tmp / f"{role}.int8.onnx", DECODER_OPS, [])
             finish(tmp / f"{role}.int8.onnx", stage / files[role], args.keep_names)
 
-        float_nodes = resolve_float_nodes(onnx.load(str(pre["encoder"]), load_external_data=False), args.float_nodes)
+        encoder = onnx.load(str(pre["encoder"]), load_external_data=False)
+        float_nodes = resolve_float_nodes(encoder, args.float_nodes)
+        quantised = [n for n in weight_nodes(encoder) if n not in float_nodes]
+        del encoder
         candidates = []
         if args.encoder_method in ("auto", "dynamic"):
             log("encoder: dynamic int8")
@@ -702,8 +734,8 @@ def build(args: argparse.Namespace, sources: dict[str, Path], image_input: str, 
             candidates.append(Candidate("dynamic", tmp / "encoder.dynamic.onnx"))
         if args.encoder_method in ("auto", "static"):
             log(f"encoder: static QDQ int8, {args.calibration_method} calibration on {images.count} images")
-            reader = CalibrationImages(images, image_input)
-            quantize_static_int8(pre["encoder"], tmp / "encoder.static.raw.onnx", float_nodes, reader, CALIBRATION_METHODS[args.calibration_method])
+            ranges = calibrate(pre["encoder"], quantised, images, image_input, args.calibration_method, tmp)
+            quantize_static_int8(pre["encoder"], tmp / "encoder.static.raw.onnx", quantised, ranges, args.calibration_method)
             finish(tmp / "encoder.static.raw.onnx", tmp / "encoder.static.onnx", args.keep_names)
             candidates.append(Candidate("static-qdq", tmp / "encoder.static.onnx"))
 

@@ -48,9 +48,11 @@ export async function loadScene(name: string): Promise<Scene> {
 }
 
 /**
- * The IoU a single click at a fixture object's `click` point must reach. It follows the
- * bundled model's measured quality (held-out 1-click mIoU 0.67; its weakest fixture objects
- * score about 0.43: models/tiny-sam/README.md), not the engine issue's 0.75 target. A mistake
- * in the coordinate path puts a mask in the wrong place, far below this.
+ * The IoU a single click at a fixture object's `click` point must reach, for the objects the
+ * tests click (flat shapes without holes, unoccluded). The bundled model scores 0.83 to 0.98
+ * on those (held-out 1-click mIoU 0.82: models/tiny-sam/README.md); its weak cases (rings,
+ * whose holes it tends to fill, and the crowded `square` scene, about 0.5) are left to the
+ * engine test's per-scene and overall means. A mistake in the coordinate path puts a mask in
+ * the wrong place, far below this.
  */
-export const MIN_CLICK_IOU = 0.4;
+export const MIN_CLICK_IOU = 0.75;

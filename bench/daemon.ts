@@ -3,8 +3,7 @@
  *
  *   npx tsx bench/daemon.ts [MODEL_DIR] [--duration S] [--warmup S] [--cameras N] [--interval-ms MS] [--size WxH]
  *
- * MODEL_DIR defaults to the int8 model (models/quantized/tiny-sam-int8) when it is there, else
- * the bundled one. Frames are real JPEGs (ffmpeg's testsrc2, every frame different, so the
+ * MODEL_DIR defaults to the agent's default, the bundled int8 model. Frames are real JPEGs (ffmpeg's testsrc2, every frame different, so the
  * embedding cache never helps) in a folder per camera; each camera loops over its folder every
  * --interval-ms (0: as fast as the engine takes them). The agent runs as a child process, as in
  * production, against an MQTT broker in this process. Prints JSON, with the daemon issue's budgets:

@@ -49,6 +49,24 @@ describe("Everything mode building blocks", () => {
     expect(kept).toEqual([1, 2]);
   });
 
+  it("with masks, also suppresses a twin whose stray speck makes its box much larger", () => {
+    const side = 16;
+    const square = new Uint8Array(side * side);
+    for (let y = 2; y < 8; y++) for (let x = 2; x < 8; x++) square[y * side + x] = 1;
+    const speck = square.slice();
+    speck[15 * side + 15] = 1;
+    const other = new Uint8Array(side * side);
+    for (let y = 9; y < 14; y++) for (let x = 9; x < 14; x++) other[y * side + x] = 1;
+    const boxes: [number, number, number, number][] = [
+      [2, 2, 6, 6],
+      [2, 2, 14, 14],
+      [9, 9, 5, 5],
+    ];
+    // Box IoU of the twins is 36/196: box NMS alone keeps all three.
+    expect(nms(boxes, [0.8, 0.9, 0.7], 0.7)).toEqual([1, 0, 2]);
+    expect(nms(boxes, [0.8, 0.9, 0.7], 0.7, [square, speck, other])).toEqual([1, 2]);
+  });
+
   it("fills small holes and drops small islands", () => {
     const width = 20;
     const data = new Uint8Array(width * 20);

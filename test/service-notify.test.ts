@@ -47,7 +47,7 @@ describe("sd_notify: READY, WATCHDOG and STOPPING for a Type=notify unit", () =>
       await socket.waitFor(() => socket.with("READY=1").length === 1, "READY=1", 60_000);
       // READY follows the model load: the readiness probe must already see the model.
       const ready = (await (await fetch(`http://127.0.0.1:${port}/readyz`)).json()) as { model: { loaded: boolean; name: string } };
-      expect(ready.model).toMatchObject({ loaded: true, name: "tiny-sam" });
+      expect(ready.model).toMatchObject({ loaded: true, name: "tiny-sam-int8" });
       expect(socket.with("READY=1")[0]).toContain(`STATUS=1 cameras, HTTP API at http://127.0.0.1:${port}`);
       await socket.waitFor(() => socket.with("WATCHDOG=1").length >= 3, "three WATCHDOG=1 pings", 20_000);
       expect(socket.messages.indexOf(socket.with("WATCHDOG=1")[0]!)).toBeGreaterThan(socket.messages.indexOf(socket.with("READY=1")[0]!));

@@ -18,7 +18,9 @@ const digest = (text: string): Buffer => createHash("sha256").update(text).diges
  */
 export function registerBearerAuth(app: FastifyInstance, token: string): void {
   const expected = digest(token);
-  app.addHook("onRequest", async (request, reply) => {
+  // preParsing: after every onRequest hook (the rate limit's are route-level, so they run after
+  // the app's own), so a client guessing tokens is counted, and before any body is read.
+  app.addHook("preParsing", async (request, reply) => {
     if (OPEN_ROUTES.has(request.routeOptions.url ?? "")) return;
     const match = /^Bearer +(\S+) *$/i.exec(request.headers.authorization ?? "");
     if (match && timingSafeEqual(digest(match[1]!), expected)) return;

@@ -109,7 +109,7 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
   // Only multipart and JSON are spoken; anything else is a 415 rather than a schema error.
   app.removeContentTypeParser("text/plain");
 
-  // Before auth, so a client guessing tokens is limited too.
+  // Counted before auth (auth.ts), so a client guessing tokens is limited too.
   if (options.rateLimitPerMinute) {
     const max = options.rateLimitPerMinute;
     await app.register(rateLimit, {

@@ -94,14 +94,33 @@ export function boxIoU(a: BBox, b: BBox): number {
   return union <= 0 ? 0 : inter / union;
 }
 
-/** Greedy non-maximum suppression by box IoU, highest score first; returns kept indices. */
-export function nms(boxes: BBox[], scores: number[], threshold: number): number[] {
+/**
+ * Greedy non-maximum suppression by box IoU, highest score first; returns kept indices. With
+ * `masks` (binary, one frame for all), a candidate whose box overlaps a kept one is also
+ * suppressed when the masks' IoU is over the threshold: a mask with a stray speck far from
+ * the object has a much larger box than its twin without one, and box IoU alone keeps both.
+ */
+export function nms(boxes: BBox[], scores: number[], threshold: number, masks?: Uint8Array[]): number[] {
   const order = scores.map((_, i) => i).sort((a, b) => scores[b]! - scores[a]!);
   const kept: number[] = [];
+  const duplicate = (i: number, k: number) => {
+    const overlap = boxIoU(boxes[i]!, boxes[k]!);
+    return overlap > threshold || (masks !== undefined && overlap > 0 && binaryIoU(masks[i]!, masks[k]!) > threshold);
+  };
   for (const i of order) {
-    if (kept.every((k) => boxIoU(boxes[i]!, boxes[k]!) <= threshold)) kept.push(i);
+    if (!kept.some((k) => duplicate(i, k))) kept.push(i);
   }
   return kept;
+}
+
+function binaryIoU(a: Uint8Array, b: Uint8Array): number {
+  let inter = 0;
+  let union = 0;
+  for (let i = 0; i < a.length; i++) {
+    inter += a[i]! & b[i]!;
+    union += a[i]! | b[i]!;
+  }
+  return union === 0 ? 0 : inter / union;
 }
 
 /** Box of the valid (unpadded) part of a low-res mask, in original pixels. */
@@ -255,6 +274,7 @@ export async function segmentEverything(
       inCrop.map((c) => c.box),
       inCrop.map((c) => c.confidence),
       o.boxNmsThresh,
+      inCrop.map((c) => Uint8Array.from(c.lowRes, (v) => (v > MASK_THRESHOLD ? 1 : 0))),
     );
     for (const i of survivors) kept.push({ c: inCrop[i]!, crop, emb });
   }

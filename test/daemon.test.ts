@@ -70,7 +70,8 @@ describe("sam-edge run: cameras in, masks out over MQTT", () => {
             max_fps: 2,
             prompts: [{ points: [{ x: 0.5, y: 0.5 }] }, { box: [0.1, 0.1, 0.6, 0.6] }],
           },
-          { id: "door", type: "mjpeg", url: `${camera.url}/stream`, username: "admin", password: "secret", max_fps: 2 },
+          // Everything mode (no prompts) on a coarse grid: SAM's default 32x32 takes seconds a frame on 2 cores.
+          { id: "door", type: "mjpeg", url: `${camera.url}/stream`, username: "admin", password: "secret", max_fps: 2, everything: { points_per_side: 8 } },
           { id: "usb", type: "webcam", device: "/dev/video0", width: 160, height: 120, interval_ms: 700, coordinates: "pixels", prompts: [{ points: [{ x: 40, y: 30, label: 1 }] }] },
         ],
       },

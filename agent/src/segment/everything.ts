@@ -103,9 +103,14 @@ export function boxIoU(a: BBox, b: BBox): number {
 export function nms(boxes: BBox[], scores: number[], threshold: number, masks?: Uint8Array[]): number[] {
   const order = scores.map((_, i) => i).sort((a, b) => scores[b]! - scores[a]!);
   const kept: number[] = [];
+  const areas = masks?.map((m) => m.reduce((s, v) => s + v, 0));
   const duplicate = (i: number, k: number) => {
     const overlap = boxIoU(boxes[i]!, boxes[k]!);
-    return overlap > threshold || (masks !== undefined && overlap > 0 && binaryIoU(masks[i]!, masks[k]!) > threshold);
+    if (overlap > threshold) return true;
+    if (!masks || !areas || overlap === 0) return false;
+    // Two masks' IoU is at most the ratio of their areas: most pairs need no pixel count.
+    const [a, b] = [areas[i]!, areas[k]!];
+    return Math.min(a, b) > threshold * Math.max(a, b) && binaryIoU(masks[i]!, masks[k]!) > threshold;
   };
   for (const i of order) {
     if (!kept.some((k) => duplicate(i, k))) kept.push(i);

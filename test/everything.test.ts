@@ -91,9 +91,8 @@ describe("Everything mode on the bundled model", () => {
   afterAll(async () => model.release());
 
   // SAM's default filters (predicted IoU 0.88, stability 0.95) keep few of the bundled
-  // model's softer masks (none of landscape's); with 0.5 / 0.8 it finds every object of
-  // landscape and small, 14 of the 19 fixture objects in all, but only one of the crowded
-  // `square` scene (models/tiny-sam/README.md).
+  // model's softer masks; with 0.5 / 0.8 it finds every object of landscape and small, but
+  // only one of the crowded `square` scene.
   const FILTERS = { predIouThresh: 0.5, stabilityScoreThresh: 0.8 };
 
   it.each([

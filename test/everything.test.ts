@@ -64,7 +64,8 @@ describe("Everything mode building blocks", () => {
     ];
     // Box IoU of the twins is 36/196: box NMS alone keeps all three.
     expect(nms(boxes, [0.8, 0.9, 0.7], 0.7)).toEqual([1, 0, 2]);
-    expect(nms(boxes, [0.8, 0.9, 0.7], 0.7, [square, speck, other])).toEqual([1, 2]);
+    const masks = [square, speck, other];
+    expect(nms(boxes, [0.8, 0.9, 0.7], 0.7, (i) => masks[i]!)).toEqual([1, 2]);
   });
 
   it("fills small holes and drops small islands", () => {

@@ -96,21 +96,30 @@ export function boxIoU(a: BBox, b: BBox): number {
 
 /**
  * Greedy non-maximum suppression by box IoU, highest score first; returns kept indices. With
- * `masks` (binary, one frame for all), a candidate whose box overlaps a kept one is also
+ * `maskOf` (binary masks, one frame for all, built only for pairs that need them), a
+ * candidate whose box overlaps a kept one is also
  * suppressed when the masks' IoU is over the threshold: a mask with a stray speck far from
  * the object has a much larger box than its twin without one, and box IoU alone keeps both.
  */
-export function nms(boxes: BBox[], scores: number[], threshold: number, masks?: Uint8Array[]): number[] {
+export function nms(boxes: BBox[], scores: number[], threshold: number, maskOf?: (i: number) => Uint8Array): number[] {
   const order = scores.map((_, i) => i).sort((a, b) => scores[b]! - scores[a]!);
   const kept: number[] = [];
-  const areas = masks?.map((m) => m.reduce((s, v) => s + v, 0));
+  const masks = new Map<number, { mask: Uint8Array; area: number }>();
+  const entry = (i: number) => {
+    let e = masks.get(i);
+    if (!e) {
+      const mask = maskOf!(i);
+      masks.set(i, (e = { mask, area: mask.reduce((s, v) => s + v, 0) }));
+    }
+    return e;
+  };
   const duplicate = (i: number, k: number) => {
     const overlap = boxIoU(boxes[i]!, boxes[k]!);
     if (overlap > threshold) return true;
-    if (!masks || !areas || overlap === 0) return false;
+    if (!maskOf || overlap === 0) return false;
+    const [a, b] = [entry(i), entry(k)];
     // Two masks' IoU is at most the ratio of their areas: most pairs need no pixel count.
-    const [a, b] = [areas[i]!, areas[k]!];
-    return Math.min(a, b) > threshold * Math.max(a, b) && binaryIoU(masks[i]!, masks[k]!) > threshold;
+    return Math.min(a.area, b.area) > threshold * Math.max(a.area, b.area) && binaryIoU(a.mask, b.mask) > threshold;
   };
   for (const i of order) {
     if (!kept.some((k) => duplicate(i, k))) kept.push(i);
@@ -279,7 +288,7 @@ export async function segmentEverything(
       inCrop.map((c) => c.box),
       inCrop.map((c) => c.confidence),
       o.boxNmsThresh,
-      inCrop.map((c) => Uint8Array.from(c.lowRes, (v) => (v > MASK_THRESHOLD ? 1 : 0))),
+      (i) => Uint8Array.from(inCrop[i]!.lowRes, (v) => (v > MASK_THRESHOLD ? 1 : 0)),
     );
     for (const i of survivors) kept.push({ c: inCrop[i]!, crop, emb });
   }

@@ -88,6 +88,13 @@ describe("configuration", () => {
     expect(message).toMatch(/cameras\[0\]\.max_fps must be > 0 \(got -1\)/);
   });
 
+  it("onnxruntime's session options come from the config, checked against the providers the agent knows", async () => {
+    const c = await loadConfig({ env: { SAM_EDGE_MODEL_SPIN_WAIT: "true" }, sets: ['model.execution_providers=["cuda","cpu"]', "model.graph_optimization=basic"] });
+    expect(c.model).toMatchObject({ spin_wait: true, execution_providers: ["cuda", "cpu"], graph_optimization: "basic", threads: 0 });
+    expect(await rejection({ sets: ['model.execution_providers=["tpu"]'] })).toMatch(/model\.execution_providers\/0 must be equal to one of the allowed values|model\.execution_providers\[0\]/);
+    expect(await rejection({ sets: ["model.graph_optimization=max"] })).toMatch(/model\.graph_optimization/);
+  });
+
   it("a bad URL fails, naming the key, wherever the value came from", async () => {
     const path = await withFile("url.json", { cameras: [{ id: "door", type: "mjpeg", url: "rtsp://10.0.0.20/stream" }] });
     expect(await rejection({ file: path })).toMatch(/cameras\[0\]\.url must match pattern "\^https\?:\/\/" \(got "rtsp:\/\/10\.0\.0\.20\/stream"\)/);

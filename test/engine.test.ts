@@ -111,6 +111,20 @@ describe("segmentation engine on the bundled model", () => {
     }
   });
 
+  it("session options from the config: a CUDA preference falls back to the CPU, and the masks do not change", async () => {
+    const other = await SamModel.load(TINY_SAM_DIR, { intraOpThreads: 1, graphOptimizationLevel: "basic", executionProviders: ["cuda", "cpu"], spinWait: true });
+    try {
+      const scene = scenes.get("landscape")!;
+      const obj = scene.objects[0]!;
+      const prompt = { points: [{ x: obj.click[0], y: obj.click[1], label: 1 as const }] };
+      const a = await engine.segment(scene.bytes, prompt);
+      const b = await new SegmentEngine(other).segment(scene.bytes, prompt);
+      expect(maskIoU(a.masks[0]!.mask, b.masks[0]!.mask)).toBeGreaterThan(0.99);
+    } finally {
+      await other.release();
+    }
+  });
+
   it("a second prompt on the same image runs only the decoder", async () => {
     const fresh = new SegmentEngine(model);
     const scene = scenes.get("landscape")!;

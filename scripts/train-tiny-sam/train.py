@@ -8,6 +8,7 @@ three multimask outputs for a lone click), and MSE between predicted and actual 
 
     python train.py --config config.json --out runs/main
     python train.py --config config-phase2.json --out runs/phase2   # starts from runs/main
+    python train.py --config config-phase3.json --out runs/phase3   # starts from runs/phase2
 
 Runs are reproducible: fixed seeds, a fixed number of steps, one data worker. `--minutes`
 is a safety cap that stops early (and then the run is no longer the committed one).
@@ -52,6 +53,9 @@ DEFAULTS = {
     "init_from": None,
     # The step that checkpoint must have reached, so a phase never starts from a half-done run.
     "init_step": None,
+    # Keep BatchNorm statistics fixed (the layers still learn their scale and bias): needed when
+    # the start is a checkpoint rebuilt from ONNX (from_onnx.py), whose BatchNorms are identities.
+    "freeze_bn": False,
 }
 
 
@@ -99,6 +103,14 @@ def first_choice(logits: torch.Tensor, iou_pred: torch.Tensor, is_click: torch.T
     best = iou_pred[:, 1:].argmax(dim=1) + 1
     pick = torch.where(is_click, best, torch.zeros_like(best))
     return logits[torch.arange(len(logits)), pick]
+
+
+def train_mode(model: TinySam, freeze_bn: bool) -> None:
+    model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
 
 
 def train_step(model, batch, cfg, rng) -> dict[str, float]:
@@ -150,7 +162,7 @@ def make_val_set(seed: int, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 @torch.no_grad()
-def validate(model, val) -> dict[str, float]:
+def validate(model, val, freeze_bn: bool) -> dict[str, float]:
     """Model-frame IoU of a centre click, an exact box, and 3 clicks (centre + 2 corrective)."""
     model.eval()
     images = torch.from_numpy(np.stack([v[0] for v in val]))
@@ -173,7 +185,7 @@ def validate(model, val) -> dict[str, float]:
     boxes = torch.from_numpy(np.stack([noisy_box(v[1], None) * SCALE for v in val])).reshape(b, 2, 2)
     blog, _ = model.decode(emb, boxes, torch.tensor([[2, 3]] * b, dtype=torch.float32), zero_m, zero_h, idx)
     box = mask_iou(blog[:, :1], gt)[:, 0]
-    model.train()
+    train_mode(model, freeze_bn)
     return {"val_1click": float(one.mean()), "val_box": float(box.mean()), "val_3click": float(three.mean())}
 
 
@@ -208,6 +220,7 @@ def main() -> None:
         if cfg["init_step"] is not None and ck["step"] != cfg["init_step"]:
             raise SystemExit(f"{init_from} is at step {ck['step']}, the config expects {cfg['init_step']}")
         model.load_state_dict(ck["model"])
+    train_mode(model, cfg["freeze_bn"])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     total = cfg["steps"]
 
@@ -245,7 +258,7 @@ def main() -> None:
                 "minutes": round((time.time() - start) / 60, 2),
                 "lr": sched.get_last_lr()[0],
                 **{k: round(float(np.mean([r[k] for r in recent])), 4) for k in ("loss", "iou_first", "iou_corrected")},
-                **{k: round(v, 4) for k, v in validate(model, val).items()},
+                **{k: round(v, 4) for k, v in validate(model, val, cfg["freeze_bn"]).items()},
             }
             recent = []
             print(json.dumps(row), file=log, flush=True)

@@ -72,6 +72,11 @@ export interface Config {
   model: {
     dir: string;
     threads: number;
+    graph_optimization: "disabled" | "basic" | "extended" | "all";
+    /** onnxruntime execution providers in order of preference; the CPU is always the last resort. */
+    execution_providers: string[];
+    /** Let onnxruntime's threads busy-wait between operators (faster on an otherwise idle machine, but CPU the capture and HTTP work could use). */
+    spin_wait: boolean;
     /** Model updates: POST /v1/model, the MQTT `model/update` command, the limits of a download. */
     update: { http: boolean; mqtt: boolean; max_bytes: number; timeout_ms: number };
   };
@@ -242,6 +247,9 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env): Record<strin
     model: obj({
       dir: { type: "string", minLength: 1, default: BUNDLED_MODEL_DIR },
       threads: { type: "integer", minimum: 0, default: 0 },
+      graph_optimization: { enum: ["disabled", "basic", "extended", "all"], default: "all" },
+      execution_providers: { type: "array", items: { enum: ["cpu", "cuda"] }, minItems: 1, uniqueItems: true, default: ["cpu"] },
+      spin_wait: { type: "boolean", default: false },
       update: obj({
         http: { type: "boolean", default: true },
         // Off by default: anyone who can publish on the broker could replace the model.

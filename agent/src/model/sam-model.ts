@@ -11,13 +11,31 @@ export interface SessionConfig {
   graphOptimizationLevel: "disabled" | "basic" | "extended" | "all";
   /** In order of preference; "cpu" is always appended as the last resort. */
   executionProviders: string[];
+  /**
+   * Whether onnxruntime's pool threads busy-wait for the next operator. Off by default: on a
+   * 2-4 core box the spinning takes CPU from capture, HTTP and MQTT work for no measurable gain
+   * (bench/model-latency.ts compares both).
+   */
+  spinWait: boolean;
 }
 
 export const DEFAULT_SESSION_CONFIG: SessionConfig = {
   intraOpThreads: 0,
   graphOptimizationLevel: "all",
   executionProviders: ["cpu"],
+  spinWait: false,
 };
+
+/** onnxruntime's session config entries for these options. */
+export function sessionOptions(config: SessionConfig, executionProviders: string[]): ort.InferenceSession.SessionOptions {
+  return {
+    intraOpNumThreads: config.intraOpThreads,
+    graphOptimizationLevel: config.graphOptimizationLevel,
+    executionProviders,
+    // Flattened by the binding into "session.intra_op.allow_spinning" (onnxruntime_session_options_config_keys.h).
+    extra: { session: { intra_op: { allow_spinning: config.spinWait ? "1" : "0" } } },
+  };
+}
 
 /**
  * How the encoder wants its image: SAM's reference export takes `[1,3,S,S]` already
@@ -144,16 +162,18 @@ async function openSession(dir: string, file: string, config: SessionConfig, man
       throw new SamEdgeError("MODEL_INVALID", `${path}: sha256 is ${actual}, but the manifest says ${expected}; the file is corrupt or not the one the manifest describes`);
     }
   }
-  const providers = [...config.executionProviders.filter((p) => p !== "cpu"), "cpu"];
-  try {
-    return await ort.InferenceSession.create(path, {
-      intraOpNumThreads: config.intraOpThreads,
-      graphOptimizationLevel: config.graphOptimizationLevel,
-      executionProviders: providers,
-    });
-  } catch (err) {
-    throw new SamEdgeError("MODEL_INVALID", `${path} cannot be loaded by onnxruntime: ${(err as Error).message}`, { cause: err });
+  // In order of preference: a provider this build or machine lacks (CUDA on a Pi) gives way to
+  // the next, down to the CPU, which runs every model that is valid at all.
+  const preferred = [...config.executionProviders.filter((p) => p !== "cpu"), "cpu"];
+  let lastError: unknown;
+  for (let i = 0; i < preferred.length; i++) {
+    try {
+      return await ort.InferenceSession.create(path, sessionOptions(config, preferred.slice(i)));
+    } catch (err) {
+      lastError = err;
+    }
   }
+  throw new SamEdgeError("MODEL_INVALID", `${path} cannot be loaded by onnxruntime: ${(lastError as Error).message}`, { cause: lastError });
 }
 
 /** An encoder + decoder pair, ready to run. Nothing else in the agent talks to onnxruntime. */

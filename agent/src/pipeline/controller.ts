@@ -82,7 +82,12 @@ export class Controller {
   private async startParts(): Promise<void> {
     const { config, log } = this;
     await mkdir(config.state_dir, { recursive: true });
-    const session: SessionConfig = { intraOpThreads: config.model.threads, graphOptimizationLevel: "all", executionProviders: ["cpu"] };
+    const session: SessionConfig = {
+      intraOpThreads: config.model.threads,
+      graphOptimizationLevel: config.model.graph_optimization,
+      executionProviders: config.model.execution_providers,
+      spinWait: config.model.spin_wait,
+    };
     const engine = loadStartModel(config.state_dir, config.model.dir, session, log).then((model) => new SegmentEngine(model));
     engine.then(
       (e) => log.info(`model ${e.model.manifest.name} loaded from ${e.model.dir}`),

@@ -1,20 +1,57 @@
+import { constants as zlibConstants, deflateSync } from "node:zlib";
 import sharp from "sharp";
 import { SamEdgeError } from "../../errors.ts";
 import type { BinaryMask } from "../mask.ts";
 import { pngDeclaredSize } from "../preprocess.ts";
 import { assertMaskSize, assertValidMask, MAX_MASK_PIXELS } from "./validate.ts";
 
+const CRC_TABLE = Uint32Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c >>> 0;
+});
 
-/** A 1-channel 8-bit greyscale PNG: 255 where the mask is set, 0 elsewhere. */
+function crc32(bytes: Uint8Array, crc = 0xffffffff): number {
+  for (const b of bytes) crc = CRC_TABLE[(crc ^ b) & 0xff]! ^ (crc >>> 8);
+  return crc;
+}
+
+function pngChunk(type: string, body: Uint8Array): Buffer {
+  const head = Buffer.alloc(8);
+  head.writeUInt32BE(body.length, 0);
+  head.write(type, 4, "latin1");
+  const tail = Buffer.alloc(4);
+  tail.writeUInt32BE((crc32(body, crc32(head.subarray(4))) ^ 0xffffffff) >>> 0, 0);
+  return Buffer.concat([head, body, tail]);
+}
+
+const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+
+/**
+ * A 1-channel 8-bit greyscale PNG: 255 where the mask is set, 0 elsewhere. Written here rather
+ * than by sharp because a mask is the one image every answer carries: rows of two values
+ * deflate (run-length strategy) in a fraction of the time of a general encoder's filter search.
+ * 8-bit rather than 1-bit greyscale, since clients threshold the decoded values (`> 127`) as the
+ * hosted API's masks invite.
+ */
 export async function maskToPng(mask: BinaryMask): Promise<Buffer> {
   assertValidMask(mask, "maskToPng");
-  const grey = Buffer.alloc(mask.data.length);
-  for (let i = 0; i < grey.length; i++) grey[i] = mask.data[i] ? 255 : 0;
-  // Without "b-w" sharp writes a 1-channel raw input as an RGB PNG, three times the bytes.
-  return sharp(grey, { raw: { width: mask.width, height: mask.height, channels: 1 } })
-    .toColourspace("b-w")
-    .png()
-    .toBuffer();
+  const { width, height, data } = mask;
+  const stride = width + 1;
+  // Each row: filter type 0 (none), then one byte per pixel.
+  const raw = Buffer.alloc(stride * height);
+  for (let y = 0; y < height; y++) {
+    const src = y * width;
+    const dst = y * stride + 1;
+    for (let x = 0; x < width; x++) if (data[src + x]) raw[dst + x] = 255;
+  }
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header[8] = 8; // bit depth
+  header[9] = 0; // greyscale; compression, filter and interlace methods stay 0
+  const idat = deflateSync(raw, { level: 1, strategy: zlibConstants.Z_RLE });
+  return Buffer.concat([PNG_SIGNATURE, pngChunk("IHDR", header), pngChunk("IDAT", idat), pngChunk("IEND", new Uint8Array(0))]);
 }
 
 export async function maskToPngBase64(mask: BinaryMask): Promise<string> {

@@ -1,0 +1,160 @@
+"""Rebuild a training checkpoint from an exported tiny-SAM (the two ONNX files).
+
+    python from_onnx.py --model ../../models/tiny-sam --out runs/phase2/checkpoint.pt \
+        --step 1100 --config config-phase2.json
+
+The shipped ONNX files hold every weight of the model, so a later training phase can start from
+them when the run folder that produced them is gone. Export folds each BatchNorm into the
+convolution before it and pre-transposes MatMul weights; the rebuilt model takes the folded
+convolution as is and gets an identity BatchNorm (mean 0, variance 1 - eps, scale 1) whose
+bias is the folded bias, which is the same function in eval mode. That is why a phase started
+from such a checkpoint trains with `freeze_bn`: batch statistics would undo the identity.
+
+The rebuild is checked, not trusted: the model is exported again and both exports must give
+the same outputs on random inputs, or the script exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from export import export
+from model import LayerNorm2d, TinySam
+
+
+def initializers(path: Path) -> tuple[dict[str, torch.Tensor], list[tuple[str, torch.Tensor]]]:
+    """Named initializers (an nn.Module path) and the unnamed ones that export created, in
+    graph order."""
+    named, unnamed = {}, []
+    for init in onnx.load(str(path)).graph.initializer:
+        t = torch.from_numpy(numpy_helper.to_array(init).copy())
+        (unnamed.append((init.name, t)) if init.name.startswith("onnx::") else named.__setitem__(init.name, t))
+    return named, unnamed
+
+
+def take(unnamed: list[tuple[str, torch.Tensor]], prefix: str, shape: tuple[int, ...]) -> torch.Tensor:
+    name, t = unnamed.pop(0)
+    if not name.startswith(prefix) or tuple(t.shape) != shape:
+        raise SystemExit(f"unexpected initializer {name} {list(t.shape)}: wanted {prefix}* {list(shape)}")
+    return t
+
+
+def load_encoder(model: TinySam, path: Path) -> None:
+    enc = model.image_encoder
+    named, unnamed = initializers(path)
+    # BatchNorm'd convolutions appear in forward order, which is their order in the module tree.
+    for module in enc.modules():
+        if isinstance(module, nn.Sequential) and len(module) >= 2 and isinstance(module[1], nn.BatchNorm2d):
+            conv, bn = module[0], module[1]
+            conv.weight.data = take(unnamed, "onnx::Conv", tuple(conv.weight.shape))
+            bias = take(unnamed, "onnx::Conv", (conv.out_channels,))
+            bn.weight.data.fill_(1.0)
+            bn.bias.data = bias
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0 - bn.eps)
+    sd = enc.state_dict() | {k.removeprefix("encoder."): v for k, v in named.items()}
+    sd["s16.2.attn.in_proj_weight"] = take(unnamed, "onnx::MatMul", (128, 384)).T
+    sd["s16.2.mlp.0.weight"] = take(unnamed, "onnx::MatMul", (128, 256)).T
+    sd["s16.2.mlp.2.weight"] = take(unnamed, "onnx::MatMul", (256, 128)).T
+    sd["out.1.weight"] = take(unnamed, "onnx::Mul", (64, 1, 1)).flatten()
+    sd["out.1.bias"] = take(unnamed, "onnx::Add", (64, 1, 1)).flatten()
+    enc.load_state_dict(sd)
+    if unnamed:
+        raise SystemExit(f"encoder initializers left over: {[n for n, _ in unnamed]}")
+
+
+def load_decoder(model: TinySam, path: Path) -> None:
+    named, unnamed = initializers(path)
+    sd = model.state_dict()
+    for k, v in named.items():
+        sd[k.removeprefix("model.")] = v
+
+    def layer_norm(key: str, c: int) -> None:
+        sd[f"{key}.weight"] = take(unnamed, "onnx::Mul", (c, 1, 1)).flatten()
+        sd[f"{key}.bias"] = take(unnamed, "onnx::Add", (c, 1, 1)).flatten()
+
+    layer_norm("prompt_encoder.mask_downscaling.1", 4)
+    layer_norm("prompt_encoder.mask_downscaling.4", 16)
+    sd["prompt_encoder.no_mask_embed.weight"] = take(unnamed, "onnx::Mul", (1, 64, 1, 1)).reshape(1, 64)
+    tokens = take(unnamed, "onnx::Expand", (1, 5, 64))[0]
+    sd["mask_decoder.iou_token.weight"], sd["mask_decoder.mask_tokens.weight"] = tokens[:1], tokens[1:]
+    t = model.mask_decoder.transformer
+    attns = []
+    for i, layer in enumerate(t.layers):
+        attns += [(f"layers.{i}.self_attn", layer.self_attn), (f"layers.{i}.cross_t2i", layer.cross_t2i), (f"layers.{i}.mlp", None), (f"layers.{i}.cross_i2t", layer.cross_i2t)]
+    attns.append(("final_attn", t.final_attn))
+    for key, attn in attns:
+        prefix = f"mask_decoder.transformer.{key}"
+        if attn is None:
+            for j in (0, 2):
+                w = sd[f"{prefix}.{j}.weight"]
+                sd[f"{prefix}.{j}.weight"] = take(unnamed, "onnx::MatMul", tuple(w.T.shape)).T
+            continue
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            w = sd[f"{prefix}.{proj}.weight"]
+            sd[f"{prefix}.{proj}.weight"] = take(unnamed, "onnx::MatMul", tuple(w.T.shape)).T
+    layer_norm("mask_decoder.up1_norm", 16)
+    if unnamed:
+        raise SystemExit(f"decoder initializers left over: {[n for n, _ in unnamed]}")
+    model.load_state_dict(sd)
+
+
+def max_difference(a: Path, b: Path, feeds: dict[str, np.ndarray]) -> float:
+    outs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feeds) for p in (a, b)]
+    return max(float(np.abs(x - y).max()) for x, y in zip(*outs))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, required=True, help="folder with tiny-sam.encoder.onnx and tiny-sam.decoder.onnx")
+    ap.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
+    ap.add_argument("--step", type=int, required=True, help="the step the export was made at (train.py's init_step check)")
+    ap.add_argument("--config", type=Path, help="the config of the run that made the export, recorded in the checkpoint")
+    ap.add_argument("--name", default="tiny-sam")
+    args = ap.parse_args()
+    enc_path, dec_path = args.model / f"{args.name}.encoder.onnx", args.model / f"{args.name}.decoder.onnx"
+    for p in (enc_path, dec_path):
+        if not p.is_file():
+            raise SystemExit(f"{p}: not found")
+    model = TinySam()
+    load_encoder(model, enc_path)
+    load_decoder(model, dec_path)
+    model.eval()
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = export(model, Path(tmp), args.name)
+        d_enc = max_difference(enc_path, paths[0], {"images": rng.standard_normal((1, 3, 1024, 1024)).astype(np.float32)})
+        d_dec = max_difference(
+            dec_path,
+            paths[1],
+            {
+                "image_embeddings": rng.standard_normal((1, 256, 64, 64)).astype(np.float32),
+                "point_coords": np.array([[[300, 200], [500, 600], [0, 0]]], np.float32),
+                "point_labels": np.array([[1, 0, -1]], np.float32),
+                "mask_input": rng.standard_normal((1, 1, 256, 256)).astype(np.float32),
+                "has_mask_input": np.array([1], np.float32),
+                "orig_im_size": np.array([480, 640], np.float32),
+            },
+        )
+    print(json.dumps({"encoder_max_abs_diff": d_enc, "decoder_max_abs_diff": d_dec}))
+    if max(d_enc, d_dec) > 1e-3:
+        raise SystemExit("the rebuilt model does not reproduce the export")
+    config = json.loads(args.config.read_text()) if args.config else {}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict(), "config": config, "step": args.step, "from_onnx": str(args.model)}, args.out)
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -125,6 +125,24 @@ describe("segmentation engine on the bundled model", () => {
     }
   });
 
+  it("runs requested together take turns with the event loop, in the order asked", async () => {
+    const scene = scenes.get("landscape")!;
+    await engine.segment(scene.bytes, { points: [{ x: 10, y: 10, label: 1 }] });
+    const events: string[] = [];
+    const runs = [0, 1, 2, 3].map((i) =>
+      engine.segment(scene.bytes, { points: [{ x: 20 + i, y: 20, label: 1 }] }).then(() => {
+        events.push(`run ${i}`);
+        // A timer stands for a socket read that became ready during the first run: it must
+        // not wait for the other three.
+        if (i === 0) setTimeout(() => events.push("timer"), 0);
+      }),
+    );
+    await Promise.all(runs);
+    expect(events.filter((e) => e.startsWith("run"))).toEqual(["run 0", "run 1", "run 2", "run 3"]);
+    expect(events.indexOf("timer")).toBeGreaterThan(0);
+    expect(events.indexOf("timer")).toBeLessThan(events.indexOf("run 3"));
+  });
+
   it("a second prompt on the same image runs only the decoder", async () => {
     const fresh = new SegmentEngine(model);
     const scene = scenes.get("landscape")!;

@@ -180,6 +180,7 @@ async function openSession(dir: string, file: string, config: SessionConfig, man
 export class SamModel {
   /** Milliseconds spent inside onnxruntime's session.run: benchmarks separate model time from ours. */
   sessionMs = 0;
+  private lastRun: Promise<void> = Promise.resolve();
 
   private constructor(
     readonly dir: string,
@@ -252,7 +253,18 @@ export class SamModel {
     };
   }
 
+  /**
+   * One run at a time, in the order asked. onnxruntime-node runs a session on the event loop's
+   * thread from a setImmediate callback, so runs requested together would all execute in one
+   * check phase, back to back, with no socket read or write in between: under load every
+   * request then waits for a whole batch of runs, twice. Chained, each run starts from the
+   * previous one's completion, which Node defers to the next loop iteration, after the I/O.
+   */
   private async run(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>, file: string): Promise<ort.InferenceSession.ReturnType> {
+    const previous = this.lastRun;
+    let done!: () => void;
+    this.lastRun = new Promise<void>((resolve) => (done = resolve));
+    await previous;
     const start = performance.now();
     try {
       return await session.run(feeds);
@@ -260,6 +272,7 @@ export class SamModel {
       throw new SamEdgeError("MODEL_FAILED", `${file} failed to run: ${(err as Error).message}`, { cause: err });
     } finally {
       this.sessionMs += performance.now() - start;
+      done();
     }
   }
 

@@ -31,23 +31,47 @@ export function decodeRle(rle: CocoRle | UncompressedCocoRle): BinaryMask {
   return paintRuns(runs, width, height);
 }
 
+/**
+ * The runs, found without walking the mask column by column: that walk strides a whole row per
+ * pixel, which is most of an answer's encoding time. Instead each row is compared with the row
+ * above (four pixels at a time where the rows are 4-byte aligned) and only the pixels that differ
+ * become change points, kept as column-major positions; sorted, their gaps are the runs.
+ */
 function columnMajorRuns(mask: BinaryMask): number[] {
   const { width, height, data } = mask;
-  const runs: number[] = [];
-  let current = 0;
-  let length = 0;
+  const changes: number[] = [];
+  // Column tops: the pixel before (x, 0) in column-major order is the bottom of column x - 1,
+  // and before the first column a run of 0s.
   for (let x = 0; x < width; x++) {
-    for (let y = 0; y < height; y++) {
-      const value = data[y * width + x] ? 1 : 0;
-      if (value !== current) {
-        runs.push(length);
-        current = value;
-        length = 0;
+    const before = x === 0 ? 0 : data[(height - 1) * width + x - 1]! ? 1 : 0;
+    if ((data[x]! ? 1 : 0) !== before) changes.push(x * height);
+  }
+  const words = width % 4 === 0 && data.byteOffset % 4 === 0 ? new Uint32Array(data.buffer, data.byteOffset, data.length / 4) : undefined;
+  const rowWords = width / 4;
+  for (let y = 1; y < height; y++) {
+    const row = y * width;
+    if (words) {
+      const w0 = row / 4;
+      for (let w = 0; w < rowWords; w++) {
+        if (words[w0 + w] === words[w0 + w - rowWords]) continue;
+        for (let x = w * 4; x < w * 4 + 4; x++) {
+          if ((data[row + x]! ? 1 : 0) !== (data[row + x - width]! ? 1 : 0)) changes.push(x * height + y);
+        }
       }
-      length++;
+    } else {
+      for (let x = 0; x < width; x++) {
+        if ((data[row + x]! ? 1 : 0) !== (data[row + x - width]! ? 1 : 0)) changes.push(x * height + y);
+      }
     }
   }
-  runs.push(length);
+  const sorted = Float64Array.from(changes).sort();
+  const runs: number[] = [];
+  let last = 0;
+  for (const p of sorted) {
+    runs.push(p - last);
+    last = p;
+  }
+  runs.push(width * height - last);
   return runs;
 }
 

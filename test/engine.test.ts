@@ -2,13 +2,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SamModel } from "../agent/src/model/sam-model.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
 import { maskIoU } from "../agent/src/segment/mask.ts";
-import { loadScene, TINY_SAM_DIR, type Scene } from "./helpers/scenes.ts";
+import { loadScene, MIN_CLICK_IOU, TINY_SAM_DIR, type Scene } from "./helpers/scenes.ts";
 
 // Every image here goes through the full path (sharp decode, EXIF, resize, pad, encoder,
 // decoder, mask postprocessing) and is compared with the scene's exact ground truth. A
 // coordinate-transform mistake anywhere on that path puts masks in the wrong place (IoU near
-// 0). The bars follow the bundled model's measured quality (held-out 1-click mIoU 0.67, box
-// 0.77: models/tiny-sam/README.md), not the issue's targets, which it does not reach yet.
+// 0). The issue's bar, a mean IoU of 0.75, holds for every non-square scene (0.87 to 0.95 with
+// the bundled model, whose held-out 1-click mIoU is 0.84: models/tiny-sam/README.md); the
+// crowded `square` scene, whose objects occlude each other, scores about 0.62 and is held to 0.5.
 const SCENES = ["landscape", "portrait", "portrait-exif6", "small", "large", "square"];
 
 describe("segmentation engine on the bundled model", () => {
@@ -34,8 +35,7 @@ describe("segmentation engine on the bundled model", () => {
       ious.push(maskIoU(result.masks[0]!.mask, scene.truth(obj.label)));
     }
     const mean = ious.reduce((a, b) => a + b, 0) / ious.length;
-    // The crowded `square` scene is the weakest (about 0.54); the others score 0.84 or more.
-    expect(mean, `IoUs ${ious.map((v) => v.toFixed(3)).join(", ")}`).toBeGreaterThanOrEqual(0.5);
+    expect(mean, `IoUs ${ious.map((v) => v.toFixed(3)).join(", ")}`).toBeGreaterThanOrEqual(name === "square" ? 0.5 : MIN_CLICK_IOU);
     clickIoUs.push(...ious);
   });
 

@@ -92,20 +92,21 @@ describe("Everything mode on the bundled model", () => {
   afterAll(async () => model.release());
 
   // SAM's default filters (predicted IoU 0.88, stability 0.95) keep few of the bundled
-  // model's softer masks; with 0.5 / 0.8 it finds every object of landscape and small, but
-  // only one of the crowded `square` scene.
-  const FILTERS = { predIouThresh: 0.5, stabilityScoreThresh: 0.8 };
+  // model's softer masks (recall 0.26 on these scenes); its stability scores are what loses
+  // objects: at 0.5 / 0.8 recall is 0.79, at 0.5 / 0.6 it is 0.95 (11 to 22 masks a scene).
+  const FILTERS = { predIouThresh: 0.5, stabilityScoreThresh: 0.6 };
+  const SCENES = ["landscape", "portrait", "small", "large", "square"];
+  /** Per scene: objects found (a mask with IoU >= 0.7) and objects in all. */
+  const recall = new Map<string, { found: number; objects: number }>();
 
-  it.each([
-    ["landscape", 3],
-    ["small", 4],
-    ["square", 1],
-  ])("finds objects of %s (at least %i), each once", async (name, least) => {
+  it.each(SCENES)("finds the objects of %s, each once", async (name) => {
     const scene = await loadScene(name);
     const result = await segmentEverything(engine, scene.bytes, { pointsPerSide: 16, ...FILTERS });
     const masks = result.masks.map((m) => m.mask);
     const found = scene.objects.filter((o) => bestIoU(scene.truth(o.label), masks) >= 0.7);
-    expect(found.length, `found ${found.length} of ${scene.objects.length} objects in ${masks.length} masks`).toBeGreaterThanOrEqual(least);
+    recall.set(name, { found: found.length, objects: scene.objects.length });
+    expect(found.length, `found ${found.length} of ${scene.objects.length} objects in ${masks.length} masks`).toBeGreaterThanOrEqual(1);
+    // No duplicates: NMS leaves no pair of masks above its IoU threshold (0.7).
     for (let i = 0; i < masks.length; i++) {
       for (let j = i + 1; j < masks.length; j++) expect(maskIoU(masks[i]!, masks[j]!)).toBeLessThanOrEqual(0.7);
     }
@@ -115,6 +116,13 @@ describe("Everything mode on the bundled model", () => {
       expect(m.mask.data[Math.round(m.point[1]) * scene.width + Math.round(m.point[0])]).toBeDefined();
     }
     expect(result.counts.candidates).toBe(16 * 16 * 3);
+  });
+
+  it("finds at least 80% of all the scenes' objects at IoU 0.7", () => {
+    expect(recall.size).toBe(SCENES.length);
+    const found = [...recall.values()].reduce((n, r) => n + r.found, 0);
+    const objects = [...recall.values()].reduce((n, r) => n + r.objects, 0);
+    expect(found / objects, JSON.stringify(Object.fromEntries(recall))).toBeGreaterThanOrEqual(0.8);
   });
 
   it("gives the same masks batched as looped", async () => {

@@ -50,8 +50,8 @@ export async function loadScene(name: string): Promise<Scene> {
 /**
  * The IoU a single click at a fixture object's `click` point must reach, for the objects the
  * tests click (flat shapes without holes, unoccluded). The bundled model scores 0.83 to 0.98
- * on those (held-out 1-click mIoU 0.82: models/tiny-sam/README.md); its weak cases (rings,
- * whose holes it tends to fill, and the crowded `square` scene, about 0.5) are left to the
+ * on those (held-out 1-click mIoU 0.84: models/tiny-sam/README.md); its weak cases (rings,
+ * whose holes it tends to fill, and the crowded `square` scene, about 0.6) are left to the
  * engine test's per-scene and overall means. A mistake in the coordinate path puts a mask in
  * the wrong place, far below this.
  */

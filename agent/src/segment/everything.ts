@@ -303,7 +303,6 @@ export async function segmentEverything(
           o.cropNmsThresh,
         ).map((i) => kept[i]!)
       : kept;
-  counts.afterNms = final.length;
   const masks: EverythingMask[] = final.map(({ c, crop, emb }) => {
     const side = Math.sqrt(c.lowRes.length);
     const logits = upsampleLowRes(c.lowRes, side, engine.model.manifest.inputSize, { width: emb.resizedWidth, height: emb.resizedHeight }, emb);
@@ -313,8 +312,18 @@ export async function segmentEverything(
     const point: [number, number] = [c.point[0] + crop.box[0], c.point[1] + crop.box[1]];
     return { mask, bbox: maskBBox(mask), area, confidence: c.confidence, stability: c.stability, lowRes: c.lowRes, point };
   });
+  // NMS compared low-res masks; at the size they are returned two of them can come out a
+  // little above the threshold, so the kept ones are checked once more, earlier ones winning.
+  const nonEmpty = masks.filter((mk) => mk.area > 0);
+  const distinct = nms(
+    nonEmpty.map((mk) => mk.bbox),
+    nonEmpty.map((_, i) => -i),
+    o.cropNLayers > 0 ? Math.min(o.boxNmsThresh, o.cropNmsThresh) : o.boxNmsThresh,
+    (i) => nonEmpty[i]!.mask.data,
+  );
+  counts.afterNms = distinct.length;
   timings.postprocessMs += performance.now() - t;
-  return { width, height, masks: masks.filter((mk) => mk.area > 0), counts, timings };
+  return { width, height, masks: distinct.map((i) => nonEmpty[i]!), counts, timings };
 }
 
 function shift(box: BBox, crop: Crop): BBox {

@@ -101,14 +101,17 @@ change() {
 live() { [ -z "$PREFIX" ]; }
 
 check_machine() {
-  command -v node >/dev/null || fail "Node.js 20 or later is needed and there is no node on PATH: install it (Raspberry Pi OS, Debian, Ubuntu, JetPack: NodeSource's nodejs 20 package, or the official tarball in /usr/local)"
+  command -v node >/dev/null || fail "Node.js 20.15 or later is needed and there is no node on PATH: install it (Raspberry Pi OS, Debian, Ubuntu, JetPack: NodeSource's nodejs 20 package, or the official tarball in /usr/local)"
   local info version arch
   info=$(node -p 'process.versions.node + " " + process.arch + " " + process.versions.modules') || fail "$(command -v node) does not run"
   read -r version arch NODE_ABI <<<"$info" || true
   case "${version%%.*}" in
-    '' | *[!0-9]*) fail "$(command -v node) says its version is \"$version\"; sam-edge needs Node.js 20 or later" ;;
+    '' | *[!0-9]*) fail "$(command -v node) says its version is \"$version\"; sam-edge needs Node.js 20.15 or later" ;;
   esac
-  [ "${version%%.*}" -ge 20 ] || fail "Node.js $version is too old: sam-edge needs Node.js 20 or later"
+  # 20.15 is the first 20.x with zlib.crc32, which the mask PNG writer uses.
+  local major=${version%%.*} minor=${version#*.}
+  minor=${minor%%.*}
+  { [ "$major" -gt 20 ] || { [ "$major" -eq 20 ] && [ "${minor:-0}" -ge 15 ]; }; } || fail "Node.js $version is too old: sam-edge needs Node.js 20.15 or later"
   case "$arch" in
     arm64 | x64) ;;
     *) fail "Node.js here is built for $arch (the kernel says $(uname -m)); sam-edge runs on arm64 and x86-64 (onnxruntime-node has no other Linux build): on a Raspberry Pi install the 64-bit Raspberry Pi OS and an arm64 Node.js" ;;

@@ -215,10 +215,11 @@ describe("deploy/install.sh --prefix: a root in a directory", () => {
       [["--prefix"], {}, 2, /--prefix needs a directory/],
       [["--prefix="], {}, 2, /--prefix needs a directory/],
       [["--prefix", target, "--purge"], {}, 2, /--purge goes with --uninstall/],
-      [["--prefix", target], withNode("18.19.1 x64"), 1, /Node\.js 18\.19\.1 is too old: sam-edge needs Node\.js 20 or later/],
-      [["--prefix", target], withNode("20.11.1 arm"), 1, /Node\.js here is built for arm .*runs on arm64 and x86-64.*64-bit Raspberry Pi OS/],
-      [["--prefix", target], withNode("20.11.1 ia32"), 1, /built for ia32/],
-      [["--prefix", target], withNode("v20"), 1, /says its version is "v20"; sam-edge needs Node\.js 20 or later/],
+      [["--prefix", target], withNode("18.19.1 x64"), 1, /Node\.js 18\.19\.1 is too old: sam-edge needs Node\.js 20\.15 or later/],
+      [["--prefix", target], withNode("20.14.0 x64"), 1, /Node\.js 20\.14\.0 is too old: sam-edge needs Node\.js 20\.15 or later/],
+      [["--prefix", target], withNode("20.15.1 arm"), 1, /Node\.js here is built for arm .*runs on arm64 and x86-64.*64-bit Raspberry Pi OS/],
+      [["--prefix", target], withNode("20.15.1 ia32"), 1, /built for ia32/],
+      [["--prefix", target], withNode("v20"), 1, /says its version is "v20"; sam-edge needs Node\.js 20\.15 or later/],
       [["--prefix", target], withNode(""), 1, /says its version is ""/],
     ];
     for (const [args, env, code, message] of cases) {

@@ -1,27 +1,16 @@
-import { constants as zlibConstants, deflateSync } from "node:zlib";
+import { constants as zlibConstants, crc32, deflateSync } from "node:zlib";
 import sharp from "sharp";
 import { SamEdgeError } from "../../errors.ts";
 import type { BinaryMask } from "../mask.ts";
 import { pngDeclaredSize } from "../preprocess.ts";
 import { assertMaskSize, assertValidMask, MAX_MASK_PIXELS } from "./validate.ts";
 
-const CRC_TABLE = Uint32Array.from({ length: 256 }, (_, n) => {
-  let c = n;
-  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-  return c >>> 0;
-});
-
-function crc32(bytes: Uint8Array, crc = 0xffffffff): number {
-  for (const b of bytes) crc = CRC_TABLE[(crc ^ b) & 0xff]! ^ (crc >>> 8);
-  return crc;
-}
-
 function pngChunk(type: string, body: Uint8Array): Buffer {
   const head = Buffer.alloc(8);
   head.writeUInt32BE(body.length, 0);
   head.write(type, 4, "latin1");
   const tail = Buffer.alloc(4);
-  tail.writeUInt32BE((crc32(body, crc32(head.subarray(4))) ^ 0xffffffff) >>> 0, 0);
+  tail.writeUInt32BE(crc32(body, crc32(head.subarray(4, 8))) >>> 0, 0);
   return Buffer.concat([head, body, tail]);
 }
 

@@ -93,7 +93,8 @@ describe("Everything mode on the bundled model", () => {
 
   // SAM's default filters (predicted IoU 0.88, stability 0.95) keep few of the bundled
   // model's softer masks (recall 0.26 on these scenes); its stability scores are what loses
-  // objects: at 0.5 / 0.8 recall is 0.79, at 0.5 / 0.6 it is 0.95 (11 to 22 masks a scene).
+  // objects: at 0.5 / 0.8 recall is 0.79, at 0.5 / 0.6 it is 0.89 (11 to 18 masks a scene;
+  // `npx tsx bench/fixtures-quality.ts`).
   const FILTERS = { predIouThresh: 0.5, stabilityScoreThresh: 0.6 };
   const SCENES = ["landscape", "portrait", "small", "large", "square"];
   /** Per scene: objects found (a mask with IoU >= 0.7) and objects in all. */

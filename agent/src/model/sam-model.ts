@@ -13,8 +13,7 @@ export interface SessionConfig {
   executionProviders: string[];
   /**
    * Whether onnxruntime's pool threads busy-wait for the next operator. Off by default: on a
-   * 2-4 core box the spinning takes CPU from capture, HTTP and MQTT work for no measurable gain
-   * (bench/model-latency.ts compares both).
+   * 2-4 core box the spinning takes CPU from capture, HTTP and MQTT work in the same process.
    */
   spinWait: boolean;
 }

@@ -52,7 +52,14 @@ if (values.serve) {
   const { url } = await startServer({ engine, token: TOKEN });
   const bytes = await readFile(IMAGE);
   process.on("message", (runs: number) => {
-    void timeInProcess(engine, bytes, runs).then((times) => process.send!(times));
+    timeInProcess(engine, bytes, runs).then(
+      (times) => process.send!(times),
+      (err: Error) => {
+        // The bench waits for an answer: exiting is how it learns there will be none.
+        console.error(`in-process timing failed: ${err.message}`);
+        process.exit(1);
+      },
+    );
   });
   process.stdout.write(`${url}\n`);
 } else {
@@ -120,8 +127,13 @@ async function bench(): Promise<void> {
       });
 
     const inServer = (runs: number) =>
-      new Promise<InProcessTimes>((resolve) => {
-        child.once("message", (times) => resolve(times as InProcessTimes));
+      new Promise<InProcessTimes>((resolve, reject) => {
+        const exited = (code: number | null) => reject(new Error(`the server exited (${code}) while timing in process`));
+        child.once("exit", exited);
+        child.once("message", (times) => {
+          child.off("exit", exited);
+          resolve(times as InProcessTimes);
+        });
         child.send(runs);
       });
     // The first request encodes the image; everything after runs on its cached embedding.

@@ -80,5 +80,9 @@ describe("scripts/train-tiny-sam smoke run", () => {
     // Not ONNX files of a tiny SAM: a clear refusal, not a checkpoint of garbage.
     const bad = await run("python3", ["from_onnx.py", "--model", dir, "--out", join(dir, "bad.pt"), "--step", "1"], { cwd: SCRIPTS }).catch((err: { stderr: string }) => err);
     expect((bad as { stderr: string }).stderr).toMatch(/tiny-sam\.encoder\.onnx: not found/);
+    await writeFile(join(dir, "tiny-sam.encoder.onnx"), "not a model");
+    await writeFile(join(dir, "tiny-sam.decoder.onnx"), "not a model");
+    const garbage = await run("python3", ["from_onnx.py", "--model", dir, "--out", join(dir, "bad.pt"), "--step", "1"], { cwd: SCRIPTS }).catch((err: { stderr: string }) => err);
+    expect((garbage as { stderr: string }).stderr).toMatch(/tiny-sam\.encoder\.onnx: not an ONNX model/);
   });
 });

@@ -36,7 +36,11 @@ def initializers(path: Path) -> tuple[dict[str, torch.Tensor], list[tuple[str, t
     """Named initializers (an nn.Module path) and the unnamed ones that export created, in
     graph order."""
     named, unnamed = {}, []
-    for init in onnx.load(str(path)).graph.initializer:
+    try:
+        graph = onnx.load(str(path)).graph
+    except Exception as err:  # onnx raises DecodeError, OSError... for what is not an ONNX file
+        raise SystemExit(f"{path}: not an ONNX model ({err})") from err
+    for init in graph.initializer:
         t = torch.from_numpy(numpy_helper.to_array(init).copy())
         (unnamed.append((init.name, t)) if init.name.startswith("onnx::") else named.__setitem__(init.name, t))
     return named, unnamed
@@ -150,7 +154,10 @@ def main() -> None:
     print(json.dumps({"encoder_max_abs_diff": d_enc, "decoder_max_abs_diff": d_dec}))
     if max(d_enc, d_dec) > 1e-3:
         raise SystemExit("the rebuilt model does not reproduce the export")
-    config = json.loads(args.config.read_text()) if args.config else {}
+    try:
+        config = json.loads(args.config.read_text()) if args.config else {}
+    except (OSError, json.JSONDecodeError) as err:
+        raise SystemExit(f"--config {args.config}: cannot be read as JSON ({err})") from err
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), "config": config, "step": args.step, "from_onnx": str(args.model)}, args.out)
     print(args.out)

@@ -8,8 +8,10 @@
  * Prints JSON, with the budgets from the HTTP API issue:
  * - loopback_over_in_process: p50 of POST /v1/segment/interactive on a cached image over
  *   loopback, over the p50 of the same engine.segment call inside the server process (<= 1.2);
- *   in_process_with_answer_ms adds what the route does after the engine (mask PNG, RLE) to
- *   show where the difference goes;
+ *   in_process_with_answer_ms adds what the route does after the engine (mask PNG, RLE), and
+ *   in_server_request_ms is the server's own time per request (headers in to response written),
+ *   to show where the difference goes: what loopback_ms adds to it is the two processes' wake-ups
+ *   and the transfer;
  * - load: C concurrent clients for S seconds on the same cached request (autocannon): errors
  *   and non-2xx (0 wanted), p99, and the server's RSS before and after (within 10%), "before"
  *   being after a warm-up of S/6 seconds of the same load.
@@ -41,19 +43,29 @@ const { values, positionals } = parseArgs({
 });
 const dir = positionals[0] ?? BUNDLED_MODEL_DIR;
 
-/** What the server process times on its own engine when the bench asks over IPC. */
+/** What the server process times on its own engine when the bench asks over IPC, and how long
+ * it took, per request since the last ask, from the request's headers to the response's end. */
 interface InProcessTimes {
   inProcess: number[];
   withAnswer: number[];
+  requests: number[];
 }
 
 if (values.serve) {
   const engine = new SegmentEngine(await SamModel.load(dir));
-  const { url } = await startServer({ engine, token: TOKEN });
+  const { app, url } = await startServer({ engine, token: TOKEN });
+  let requests: number[] = [];
+  app.server.on("request", (_req, res) => {
+    const start = performance.now();
+    res.once("finish", () => requests.push(performance.now() - start));
+  });
   const bytes = await readFile(IMAGE);
   process.on("message", (runs: number) => {
     timeInProcess(engine, bytes, runs).then(
-      (times) => process.send!(times),
+      (times) => {
+        process.send!({ ...times, requests });
+        requests = [];
+      },
       (err: Error) => {
         // The bench waits for an answer: exiting is how it learns there will be none.
         console.error(`in-process timing failed: ${err.message}`);
@@ -67,8 +79,8 @@ if (values.serve) {
 }
 
 /** `runs` engine calls as the route makes them, bare and with the answer's PNG and RLE. */
-async function timeInProcess(engine: SegmentEngine, bytes: Buffer, runs: number): Promise<InProcessTimes> {
-  const times: InProcessTimes = { inProcess: [], withAnswer: [] };
+async function timeInProcess(engine: SegmentEngine, bytes: Buffer, runs: number): Promise<Omit<InProcessTimes, "requests">> {
+  const times: Omit<InProcessTimes, "requests"> = { inProcess: [], withAnswer: [] };
   for (let i = 0; i < runs; i++) {
     let t = performance.now();
     const result = await engine.segment(bytes, { points: [CLICK] });
@@ -143,6 +155,7 @@ async function bench(): Promise<void> {
     const inProcess: number[] = [];
     const withAnswer: number[] = [];
     const loopback: number[] = [];
+    const inServerRequests: number[] = [];
     // Alternating blocks, so drift in the machine's load (other jobs, thermal) hits both sides
     // alike. The in-process calls run in the server's own process on its own engine (asked for
     // over IPC), so this process only sends requests and the two sides differ by HTTP alone.
@@ -151,6 +164,7 @@ async function bench(): Promise<void> {
       const times = await inServer(block);
       inProcess.push(...times.inProcess);
       withAnswer.push(...times.withAnswer);
+      inServerRequests.push(...times.requests);
       for (let j = 0; j < block; j++) {
         const t = performance.now();
         await post();
@@ -158,6 +172,7 @@ async function bench(): Promise<void> {
       }
     }
     agent.destroy();
+    inServerRequests.push(...(await inServer(1)).requests);
 
     // RSS is compared from a warm server: a first stretch of the same load settles what 50
     // connections allocate once (sockets, parser buffers, onnxruntime's arena at its peak).
@@ -168,7 +183,12 @@ async function bench(): Promise<void> {
     const result = await load(Number(values.duration));
     const rssAfter = await serverRss(url);
 
-    const p50 = { in_process_ms: median(inProcess), in_process_with_answer_ms: median(withAnswer), loopback_ms: median(loopback) };
+    const p50 = {
+      in_process_ms: median(inProcess),
+      in_process_with_answer_ms: median(withAnswer),
+      in_server_request_ms: median(inServerRequests),
+      loopback_ms: median(loopback),
+    };
     const ratio = p50.loopback_ms / p50.in_process_ms;
     const rssRatio = rssAfter / rssBefore;
     console.log(

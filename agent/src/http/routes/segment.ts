@@ -115,10 +115,8 @@ export function registerSegmentRoutes(app: FastifyInstance, ctx: RouteContext): 
           ctx.metrics.observeTimings(seg.timings);
           const t = performance.now();
           const best = seg.masks[0]!;
-          const pngs = multimask ? Promise.all(seg.masks.map(maskJson)) : maskJson(best).then((m) => [m]);
-          // sharp encodes the PNGs on libuv's threads; the RLE (plain JS) is computed meanwhile.
+          const masks = multimask ? await Promise.all(seg.masks.map(maskJson)) : [await maskJson(best)];
           const rle = encodeRle(best.mask);
-          const masks = await pngs;
           const out: InteractiveResult = {
             ...masks[0]!,
             rle,

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "train-
 from export import export  # noqa: E402
 from from_onnx import load_decoder, load_encoder  # noqa: E402
 from model import CONTEXT_CH, DETAIL_CH, GRID, MaskDecoder, TinySam  # noqa: E402
+from profile_decoder import decoder_feeds  # noqa: E402
 
 
 class FoldedDecoder(MaskDecoder):
@@ -58,17 +59,6 @@ class FoldedDecoder(MaskDecoder):
         return up + fine, self.iou_head(hs[:, 0])
 
 
-def feeds() -> dict[str, np.ndarray]:
-    return {
-        "image_embeddings": np.random.default_rng(0).standard_normal((1, 256, 64, 64)).astype(np.float32),
-        "point_coords": np.array([[[400, 300], [0, 0]]], np.float32),
-        "point_labels": np.array([[1, -1]], np.float32),
-        "mask_input": np.zeros((1, 1, 256, 256), np.float32),
-        "has_mask_input": np.zeros(1, np.float32),
-        "orig_im_size": np.array([480, 640], np.float32),
-    }
-
-
 def main() -> None:
     model_dir = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "models" / "tiny-sam")
     model = TinySam()
@@ -81,7 +71,7 @@ def main() -> None:
         so = ort.SessionOptions()
         so.intra_op_num_threads = 2
         sessions = {name: ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"]) for name, p in (("shipped", model_dir / "tiny-sam.decoder.onnx"), ("without_refine", variant))}
-    f = feeds()
+    f = decoder_feeds()
     outs = {name: s.run(None, f) for name, s in sessions.items()}
     times: dict[str, list[float]] = {name: [] for name in sessions}
     for _ in range(10):

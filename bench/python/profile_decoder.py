@@ -21,13 +21,9 @@ import onnxruntime as ort
 RUNS = 50
 
 
-def main() -> None:
-    path = sys.argv[1]
-    so = ort.SessionOptions()
-    so.enable_profiling = True
-    so.intra_op_num_threads = int(sys.argv[2]) if len(sys.argv) > 2 else 0
-    session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    feeds = {
+def decoder_feeds() -> dict[str, np.ndarray]:
+    """One click on a random embedding of a 640x480 image: what bench/model-latency.ts times."""
+    return {
         "image_embeddings": np.random.default_rng(0).standard_normal((1, 256, 64, 64)).astype(np.float32),
         "point_coords": np.array([[[400, 300], [0, 0]]], np.float32),
         "point_labels": np.array([[1, -1]], np.float32),
@@ -35,6 +31,15 @@ def main() -> None:
         "has_mask_input": np.zeros(1, np.float32),
         "orig_im_size": np.array([480, 640], np.float32),
     }
+
+
+def main() -> None:
+    path = sys.argv[1]
+    so = ort.SessionOptions()
+    so.enable_profiling = True
+    so.intra_op_num_threads = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    feeds = decoder_feeds()
     for _ in range(10):
         session.run(None, feeds)
     start = time.perf_counter()

@@ -137,6 +137,7 @@ try {
   const windows: { resumed: number; from: number; to: number }[] = [];
   const engineTimes: number[] = [];
   const blocks: { agent_ms_per_frame: number; engine_ms_per_frame: number }[] = [];
+  // An eighth of a block, at the bundled int8 model's ~100 ms a frame on this machine.
   const engineFrames = Math.max(4, Math.round((blockS * 1000) / 8 / 100));
   while (Date.now() - started < (warmupS + durationS) * 1000) {
     const window = { resumed: Date.now(), from: Date.now() + SETTLE_MS, to: 0 };

@@ -48,11 +48,18 @@ const { values, positionals } = parseArgs({
     block: { type: "string", default: "20" },
   },
 });
+/** A numeric option, or the bench stops here: NaN would make every block and sleep zero long. */
+function option(name: "duration" | "warmup" | "cameras" | "interval-ms" | "block", min: number): number {
+  const v = Number(values[name]);
+  if (!Number.isFinite(v) || v < min) throw new Error(`--${name} must be a number >= ${min}, not ${JSON.stringify(values[name])}`);
+  return v;
+}
 const modelDir = positionals[0] ?? BUNDLED_MODEL_DIR;
-const durationS = Number(values.duration);
-const warmupS = Number(values.warmup);
-const blockS = Number(values.block);
-const cameraCount = Number(values.cameras);
+const durationS = option("duration", 1);
+const warmupS = option("warmup", 0);
+const blockS = option("block", 2);
+const cameraCount = option("cameras", 1);
+const intervalMs = option("interval-ms", 0);
 const FRAMES_PER_CAMERA = 30;
 // Results published in the first second after a resume finish frames that the pause interrupted.
 const SETTLE_MS = 1000;
@@ -122,7 +129,7 @@ try {
     model: { dir: modelDir },
     http: { enabled: false },
     mqtt: { url, base_topic: "bench", protocol_version: 4, embedded_broker: "never", stats_interval_s: 5 },
-    cameras: Array.from({ length: cameraCount }, (_, i) => ({ id: `cam${i}`, type: "folder", dir: framesDir(i), loop: true, interval_ms: Number(values["interval-ms"]), max_fps: 1000 })),
+    cameras: Array.from({ length: cameraCount }, (_, i) => ({ id: `cam${i}`, type: "folder", dir: framesDir(i), loop: true, interval_ms: intervalMs, max_fps: 1000 })),
   };
   await writeFile(join(tmp, "config.json"), JSON.stringify(config));
   const agent = spawn(process.execPath, [BIN, "run", "--config", join(tmp, "config.json")], { stdio: ["ignore", "ignore", "inherit"] });
@@ -134,13 +141,15 @@ try {
   await sleep(warmupS * 1000);
 
   // Agent blocks and engine blocks, alternating until the duration is spent.
-  const windows: { resumed: number; from: number; to: number }[] = [];
+  // An agent block runs from `resumed` to `to`; its results count from SETTLE_MS after `resumed`.
+  const windows: { resumed: number; to: number }[] = [];
+  const counted = (w: (typeof windows)[number], r: (typeof received)[number]) => r.at >= w.resumed + SETTLE_MS && r.at < w.to;
   const engineTimes: number[] = [];
   const blocks: { agent_ms_per_frame: number; engine_ms_per_frame: number }[] = [];
   // An eighth of a block, at the bundled int8 model's ~100 ms a frame on this machine.
   const engineFrames = Math.max(4, Math.round((blockS * 1000) / 8 / 100));
   while (Date.now() - started < (warmupS + durationS) * 1000) {
-    const window = { resumed: Date.now(), from: Date.now() + SETTLE_MS, to: 0 };
+    const window = { resumed: Date.now(), to: 0 };
     await sleep(blockS * 1000);
     agent.kill("SIGSTOP");
     window.to = Date.now();
@@ -148,8 +157,8 @@ try {
     const times = await runEngine(engineFrames);
     engineTimes.push(...times);
     agent.kill("SIGCONT");
-    const frames = received.filter((r) => r.at >= window.from && r.at < window.to).length;
-    blocks.push({ agent_ms_per_frame: round((window.to - window.from) / Math.max(1, frames)), engine_ms_per_frame: round(mean(times)) });
+    const frames = received.filter((r) => counted(window, r)).length;
+    blocks.push({ agent_ms_per_frame: round((window.to - window.resumed - SETTLE_MS) / Math.max(1, frames)), engine_ms_per_frame: round(mean(times)) });
   }
   clearInterval(sampler);
   agent.kill("SIGTERM");
@@ -158,12 +167,11 @@ try {
   await broker.close();
   await model.release();
 
-  const inWindow = (r: (typeof received)[number]) => windows.some((w) => r.at >= w.from && r.at < w.to);
-  const measured = received.filter(inWindow);
-  const agentMs = windows.reduce((sum, w) => sum + (w.to - w.from), 0);
+  const measured = received.filter((r) => windows.some((w) => counted(w, r)));
+  const agentMs = windows.reduce((sum, w) => sum + (w.to - w.resumed - SETTLE_MS), 0);
   const fps = Object.fromEntries(config.cameras.map((c) => [c.id, round(measured.filter((r) => r.camera === c.id).length / (agentMs / 1000))]));
   // Capture and publish in the same window: no pause inside the latency.
-  const latencies = measured.filter((r) => windows.some((w) => r.captured >= w.resumed && r.at >= w.from && r.at < w.to)).map((r) => r.at - r.captured);
+  const latencies = measured.filter((r) => windows.some((w) => r.captured >= w.resumed && counted(w, r))).map((r) => r.at - r.captured);
   const afterWarmup = rss.filter((s) => s.t >= warmupS);
   const firstMb = quantile(afterWarmup.slice(0, 3).map((s) => s.mb), 0.5);
   const lastMb = quantile(afterWarmup.slice(-3).map((s) => s.mb), 0.5);
@@ -176,7 +184,7 @@ try {
         machine: { cpus: cpus().length },
         cameras: cameraCount,
         frame_size: values.size,
-        interval_ms: Number(values["interval-ms"]),
+        interval_ms: intervalMs,
         duration_s: durationS,
         warmup_s: warmupS,
         block_s: blockS,

@@ -12,14 +12,16 @@ import { SamModel } from "../agent/src/model/sam-model.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
 import { segmentEverything } from "../agent/src/segment/everything.ts";
 import { maskIoU } from "../agent/src/segment/mask.ts";
-import { loadScene, TINY_SAM_DIR } from "../test/helpers/scenes.ts";
+import { loadScene, TINY_SAM_DIR, type Scene } from "../test/helpers/scenes.ts";
 
 const round = (v: number): number => Math.round(v * 1000) / 1000;
 const engine = new SegmentEngine(await SamModel.load(process.argv[2] ?? TINY_SAM_DIR));
 
+const scenes = new Map<string, Scene>();
+for (const name of ["landscape", "portrait", "portrait-exif6", "small", "large", "square"]) scenes.set(name, await loadScene(name));
+
 const clicks: Record<string, number[]> = {};
-for (const name of ["landscape", "portrait", "portrait-exif6", "small", "large", "square"]) {
-  const scene = await loadScene(name);
+for (const [name, scene] of scenes) {
   clicks[name] = [];
   for (const obj of scene.objects) {
     const r = await engine.segment(scene.bytes, { points: [{ x: obj.click[0], y: obj.click[1], label: 1 }] });
@@ -33,7 +35,7 @@ for (const [predIouThresh, stabilityScoreThresh] of [[0.88, 0.95], [0.5, 0.8], [
   let objects = 0;
   const masksPerScene: Record<string, number> = {};
   for (const name of ["landscape", "portrait", "small", "large", "square"]) {
-    const scene = await loadScene(name);
+    const scene = scenes.get(name)!;
     const r = await segmentEverything(engine, scene.bytes, { pointsPerSide: 16, predIouThresh, stabilityScoreThresh });
     found += scene.objects.filter((o) => Math.max(0, ...r.masks.map((m) => maskIoU(m.mask, scene.truth(o.label)))) >= 0.7).length;
     objects += scene.objects.length;

@@ -43,11 +43,15 @@ const { values, positionals } = parseArgs({
 });
 const dir = positionals[0] ?? BUNDLED_MODEL_DIR;
 
-/** What the server process times on its own engine when the bench asks over IPC, and how long
- * it took, per request since the last ask, from the request's headers to the response's end. */
-interface InProcessTimes {
+/** Engine calls timed inside the server process, bare and with the answer's PNG and RLE. */
+interface EngineTimes {
   inProcess: number[];
   withAnswer: number[];
+}
+
+/** The server's answer over IPC: its engine times, and how long each request since the last
+ * ask took, from the request's headers to the response's end. */
+interface InProcessTimes extends EngineTimes {
   requests: number[];
 }
 
@@ -79,8 +83,8 @@ if (values.serve) {
 }
 
 /** `runs` engine calls as the route makes them, bare and with the answer's PNG and RLE. */
-async function timeInProcess(engine: SegmentEngine, bytes: Buffer, runs: number): Promise<Omit<InProcessTimes, "requests">> {
-  const times: Omit<InProcessTimes, "requests"> = { inProcess: [], withAnswer: [] };
+async function timeInProcess(engine: SegmentEngine, bytes: Buffer, runs: number): Promise<EngineTimes> {
+  const times: EngineTimes = { inProcess: [], withAnswer: [] };
   for (let i = 0; i < runs; i++) {
     let t = performance.now();
     const result = await engine.segment(bytes, { points: [CLICK] });
@@ -172,7 +176,8 @@ async function bench(): Promise<void> {
       }
     }
     agent.destroy();
-    inServerRequests.push(...(await inServer(1)).requests);
+    // Zero engine runs: only the last block's request times.
+    inServerRequests.push(...(await inServer(0)).requests);
 
     // RSS is compared from a warm server: a first stretch of the same load settles what 50
     // connections allocate once (sockets, parser buffers, onnxruntime's arena at its peak).

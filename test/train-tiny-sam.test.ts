@@ -62,20 +62,26 @@ describe("scripts/train-tiny-sam smoke run", () => {
     expect(manifest.source).toContain('"init_from": "run/checkpoint.pt"');
   });
 
-  it("rebuilds a checkpoint from an export that reproduces it, and a frozen-BatchNorm phase trains on from there", { timeout: 600_000 }, async () => {
-    const rebuilt = join(dir, "rebuilt", "checkpoint.pt");
-    const { stdout } = await run("python3", ["from_onnx.py", "--model", join(dir, "model"), "--out", rebuilt, "--step", "3"], { cwd: SCRIPTS });
-    const check = JSON.parse(stdout.split("\n")[0]!);
-    expect(check.encoder_max_abs_diff).toBeLessThan(1e-4);
-    expect(check.decoder_max_abs_diff).toBeLessThan(1e-4);
+  it("rebuilds a checkpoint from an export that reproduces it, and a frozen-BatchNorm phase without the refinement trains on from there", { timeout: 600_000 }, async () => {
+    const rebuild = async (model: string, out: string, step: number) => {
+      const { stdout } = await run("python3", ["from_onnx.py", "--model", join(dir, model), "--out", join(dir, out, "checkpoint.pt"), "--step", String(step)], { cwd: SCRIPTS });
+      const check = JSON.parse(stdout.split("\n")[0]!);
+      expect(check.encoder_max_abs_diff).toBeLessThan(1e-4);
+      expect(check.decoder_max_abs_diff).toBeLessThan(1e-4);
+    };
+    await rebuild("model", "rebuilt", 3);
 
+    // As phase 4 of the bundled model: the refinement's weights are dropped, the rest carries over.
     await writeFile(
       join(dir, "phase3.json"),
-      JSON.stringify({ init_from: "rebuilt/checkpoint.pt", init_step: 3, freeze_bn: true, seed: 3, steps: 2, images_per_step: 2, targets_per_image: 1, val_every: 2, val_scenes: 2, warmup_steps: 1 }),
+      JSON.stringify({ init_from: "rebuilt/checkpoint.pt", init_step: 3, freeze_bn: true, refine: false, seed: 3, steps: 2, images_per_step: 2, targets_per_image: 1, val_every: 2, val_scenes: 2, warmup_steps: 1 }),
     );
     await run("python3", ["train.py", "--config", join(dir, "phase3.json"), "--out", join(dir, "run3")], { cwd: SCRIPTS });
     const log = (await readFile(join(dir, "run3", "log.jsonl"), "utf8")).trim().split("\n").map((l) => JSON.parse(l));
     expect(log.at(-1)).toMatchObject({ step: 2 });
+    // Its export (the folded head, the nested detail layout) rebuilds too.
+    await run("python3", ["export.py", "--checkpoint", join(dir, "run3", "checkpoint.pt"), "--out", join(dir, "model3")], { cwd: SCRIPTS });
+    await rebuild("model3", "rebuilt3", 2);
 
     // Not ONNX files of a tiny SAM: a clear refusal, not a checkpoint of garbage.
     const bad = await run("python3", ["from_onnx.py", "--model", dir, "--out", join(dir, "bad.pt"), "--step", "1"], { cwd: SCRIPTS }).catch((err: { stderr: string }) => err);

@@ -290,6 +290,15 @@ def weight_nodes(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type in WEIGHT_OPS and any(i in inits for i in n.input[1:])]
 
 
+def vector_matmuls(model: onnx.ModelProto) -> list[str]:
+    """MatMuls by a constant vector (tiny-sam's folded mask head multiplies by a bias that way).
+    A vector has no output channel to give per-channel scales to, and the quantiser scales it
+    along the wrong axis (onnxruntime then refuses the model), so these stay float: they hold a
+    handful of weights."""
+    vectors = {i.name for i in model.graph.initializer if len(i.dims) == 1}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in vectors]
+
+
 def resolve_float_nodes(model: onnx.ModelProto, patterns: list[str]) -> list[str]:
     """@first: the first weight op (the patch embedding / stem); @last: the last weight op (the
     output projection); anything else is a node name or a regular expression over node names."""
@@ -719,7 +728,7 @@ def build(args: argparse.Namespace, sources: dict[str, Path], image_input: str, 
         decoders = [role for role in sources if role != "encoder"]
         for role in decoders:
             log(f"{role}: dynamic int8")
-            quantize_dynamic_int8(pre[role], tmp / f"{role}.int8.onnx", DECODER_OPS, [])
+            quantize_dynamic_int8(pre[role], tmp / f"{role}.int8.onnx", DECODER_OPS, vector_matmuls(onnx.load(str(pre[role]))))
             finish(tmp / f"{role}.int8.onnx", stage / files[role], args.keep_names)
 
         encoder = onnx.load(str(pre["encoder"]), load_external_data=False)

@@ -83,9 +83,9 @@ def load_decoder(model: TinySam, path: Path) -> None:
     for k, v in named.items():
         sd[k.removeprefix("model.")] = v
 
-    def layer_norm(key: str, c: int) -> None:
-        sd[f"{key}.weight"] = take(unnamed, "onnx::Mul", (c, 1, 1)).flatten()
-        sd[f"{key}.bias"] = take(unnamed, "onnx::Add", (c, 1, 1)).flatten()
+    def layer_norm(key: str, c: int, trailing: tuple[int, ...] = (1, 1)) -> None:
+        sd[f"{key}.weight"] = take(unnamed, "onnx::Mul", (c, *trailing)).flatten()
+        sd[f"{key}.bias"] = take(unnamed, "onnx::Add", (c, *trailing)).flatten()
 
     layer_norm("prompt_encoder.mask_downscaling.1", 4)
     layer_norm("prompt_encoder.mask_downscaling.4", 16)
@@ -107,7 +107,12 @@ def load_decoder(model: TinySam, path: Path) -> None:
         for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
             w = sd[f"{prefix}.{proj}.weight"]
             sd[f"{prefix}.{proj}.weight"] = take(unnamed, "onnx::MatMul", tuple(w.T.shape)).T
-    layer_norm("mask_decoder.up1_norm", 16)
+    # The refine-less head normalises up1's output before its shuffle, over [C, pixels].
+    layer_norm("mask_decoder.up1_norm", 16, (1, 1) if model.mask_decoder.refine is not None else (1,))
+    if model.mask_decoder.refine is None:
+        # The folded head reads these two reshaped (constant-folded under new names).
+        sd["mask_decoder.up2.bias"] = take(unnamed, "onnx::Einsum", (8, 4)).flatten()
+        sd["mask_decoder.detail_proj.weight"] = take(unnamed, "onnx::MatMul", (8, 12)).reshape(8, 12, 1, 1)
     if unnamed:
         raise SystemExit(f"decoder initializers left over: {[n for n, _ in unnamed]}")
     model.load_state_dict(sd)
@@ -130,7 +135,8 @@ def main() -> None:
     for p in (enc_path, dec_path):
         if not p.is_file():
             raise SystemExit(f"{p}: not found")
-    model = TinySam()
+    # Exports of phase 4 on have no refinement convolution (model.MaskDecoder).
+    model = TinySam(refine=any(k.startswith("model.mask_decoder.refine.") for k in initializers(dec_path)[0]))
     load_encoder(model, enc_path)
     load_decoder(model, dec_path)
     model.eval()

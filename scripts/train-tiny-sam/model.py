@@ -87,8 +87,9 @@ class GlobalAttention(nn.Module):
 class ImageEncoder(nn.Module):
     """256x256 normalised image -> [B, 256, 64, 64] embedding (context + folded detail)."""
 
-    def __init__(self) -> None:
+    def __init__(self, nested_detail: bool = False) -> None:
         super().__init__()
+        self.nested_detail = nested_detail
         self.detail = nn.Sequential(conv_bn(3, 16), conv_bn(16, DETAIL_CH, act=False))
         self.s128 = nn.Sequential(conv_bn(3, 32, s=2), MBConv(32))
         self.s64 = nn.Sequential(conv_bn(32, 64, s=2), MBConv(64), MBConv(64))
@@ -107,7 +108,7 @@ class ImageEncoder(nn.Module):
         f16 = self.s16(f32)
         f32 = self.fuse32(f32 + F.interpolate(self.lat32(f16), scale_factor=2.0, mode="bilinear", align_corners=False))
         f64 = self.fuse64(f64 + F.interpolate(self.lat64(f32), scale_factor=2.0, mode="bilinear", align_corners=False))
-        return torch.cat([self.out(f64), F.pixel_unshuffle(detail, 4)], dim=1)
+        return torch.cat([self.out(f64), fold_detail(detail, self.nested_detail)], dim=1)
 
 
 class PositionEmbeddingRandom(nn.Module):
@@ -243,7 +244,7 @@ class MLP(nn.Module):
 class MaskDecoder(nn.Module):
     """SAM's mask decoder (1 + 3 mask tokens, IoU head), plus the detail-map skip."""
 
-    def __init__(self, dim: int = CONTEXT_CH, num_multimask: int = 3) -> None:
+    def __init__(self, dim: int = CONTEXT_CH, num_multimask: int = 3, refine: bool = True) -> None:
         super().__init__()
         self.num_mask_tokens = num_multimask + 1
         self.iou_token = nn.Embedding(1, dim)
@@ -256,7 +257,10 @@ class MaskDecoder(nn.Module):
         self.up1_norm = LayerNorm2d(up)
         self.up2 = nn.Conv2d(up, dim // 8 * 4, 1)
         self.detail_proj = nn.Conv2d(DETAIL_CH, dim // 8, 1)
-        self.refine = nn.Sequential(nn.GELU(), nn.Conv2d(dim // 8, dim // 8, 3, padding=1, groups=dim // 8), nn.Conv2d(dim // 8, dim // 8, 1))
+        # Phases 1-3 sharpen the 256x256 features with a small convolution before the masks are
+        # read out. Without it (phase 4 on) the head is linear from `up2` on, which is what lets
+        # `_linear_masks` skip building those features: a faster decoder with the same interface.
+        self.refine = nn.Sequential(nn.GELU(), nn.Conv2d(dim // 8, dim // 8, 3, padding=1, groups=dim // 8), nn.Conv2d(dim // 8, dim // 8, 1)) if refine else None
         self.hypernet = nn.ModuleList([MLP(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens)])
         self.iou_head = MLP(dim, 128, self.num_mask_tokens, 3)
 
@@ -268,7 +272,7 @@ class MaskDecoder(nn.Module):
         dense: torch.Tensor,
         image_index: torch.Tensor | None = None,
     ):
-        """embeddings [I, 256, 64, 64]; sparse [B, N, C]; dense [B or 1, C, 64, 64].
+        """embeddings [I, 256, 64, 64]; sparse [B, N, C]; dense [B, C, 64, 64].
 
         Prompt set b belongs to image image_index[b]; without an index every prompt set
         belongs to the single image (I = 1), as in the ONNX export.
@@ -277,22 +281,58 @@ class MaskDecoder(nn.Module):
         out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
         context, detail = embeddings[:, :CONTEXT_CH], embeddings[:, CONTEXT_CH:]
-        detail = self.detail_proj(F.pixel_shuffle(detail, 4))
         if image_index is not None:
             context, detail = context[image_index], detail[image_index]
+        # Both expanded to the prompt batch even where it is 1: with a batch of 1 fixed in the
+        # graph, onnxruntime fuses each residual add and layer norm over the image tokens into a
+        # SkipLayerNormalization, which ran slower on these CPUs than the two ops it replaces.
         src = (context + dense).expand(b, -1, -1, -1)
-        pos = pos.unsqueeze(0).expand(b, -1, -1, -1)
-        hs, src_out = self.transformer(src, pos, tokens)
-        iou_out = hs[:, 0]
-        mask_out = hs[:, 1 : 1 + self.num_mask_tokens]
-        c = src.shape[1]
-        src_img = src_out.transpose(1, 2).reshape(b, c, GRID, GRID)
-        x = F.gelu(self.up1_norm(F.pixel_shuffle(self.up1(src_img), 2)))
-        x = F.pixel_shuffle(self.up2(x), 2) + detail
+        hs, src_out = self.transformer(src, pos.unsqueeze(0).expand(b, -1, -1, -1), tokens)
+        hyper = torch.stack([self.hypernet[i](hs[:, 1 + i]) for i in range(self.num_mask_tokens)], dim=1)
+        masks = self._refined_masks(src_out, detail, hyper) if self.refine is not None else self._linear_masks(src_out, detail, hyper)
+        return masks, self.iou_head(hs[:, 0])
+
+    def _refined_masks(self, src_out: torch.Tensor, detail: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
+        b = hyper.shape[0]
+        x = F.gelu(self.up1_norm(F.pixel_shuffle(self.up1(src_out.transpose(1, 2).reshape(b, -1, GRID, GRID)), 2)))
+        x = F.pixel_shuffle(self.up2(x), 2) + self.detail_proj(unfold_detail(detail, nested=False))
         x = x + self.refine(x)
-        hyper = torch.stack([self.hypernet[i](mask_out[:, i]) for i in range(self.num_mask_tokens)], dim=1)
-        masks = (hyper @ x.flatten(2)).reshape(b, self.num_mask_tokens, LOWRES, LOWRES)
-        return masks, self.iou_head(iou_out)
+        return (hyper @ x.flatten(2)).reshape(b, self.num_mask_tokens, LOWRES, LOWRES)
+
+    def _linear_masks(self, src_out: torch.Tensor, detail: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
+        """The refine-less head, hyper . (shuffle(up2(x)) + detail_proj(unfold(detail))) with
+        x = gelu(norm(shuffle(up1(src)))), computed without building any map at 256x256 but the
+        masks: the hypernetwork's weights fold into up2 and detail_proj, and everything stays at
+        64x64 with the sub-pixels as channels until two 2x2 shuffles place the masks' pixels.
+        Channel norm and up2 act per pixel, so they need not wait for up1's shuffle; the encoder
+        folds the detail map in the same nested order (`fold_detail`), so both parts line up."""
+        b, m = hyper.shape[:2]
+        x = self.up1(src_out.transpose(1, 2).reshape(b, -1, GRID, GRID))  # channel c*4 + s1
+        c1 = x.shape[1] // 4
+        x = x.reshape(b, c1, 4 * GRID * GRID)  # [B, c, (s1, pixel)]
+        u = x.mean(1, keepdim=True)
+        x = (x - u) / torch.sqrt((x - u).pow(2).mean(1, keepdim=True) + self.up1_norm.eps)
+        x = F.gelu(self.up1_norm.weight[:, None] * x + self.up1_norm.bias[:, None])
+        # up2's output channel c*4 + s2 meets hypernetwork weight c of each mask.
+        up2 = self.up2.weight.reshape(-1, 4, c1)
+        weight = torch.einsum("bmc,csi->bmsi", hyper, up2).reshape(b, m * 4, c1)
+        bias = torch.einsum("bmc,cs->bms", hyper, self.up2.bias.reshape(-1, 4)).reshape(b, m * 4, 1)
+        coarse = weight @ x + bias  # [B, (m, s2), (s1, pixel)]
+        proj = hyper @ self.detail_proj.weight.reshape(-1, DETAIL_CH)
+        fine = proj @ detail.reshape(detail.shape[0], DETAIL_CH, -1) + (hyper @ self.detail_proj.bias)[..., None]
+        return unfold_detail((coarse.reshape(b, m, -1) + fine).reshape(b, m * 16, GRID, GRID), nested=True)
+
+
+def fold_detail(detail: torch.Tensor, nested: bool) -> torch.Tensor:
+    """[B, C, 256, 256] -> [B, 16C, 64, 64]. Channel c*16 + S holds sub-pixel S of channel c:
+    one 4x4 space-to-depth (S = 4i + j for row 4y + i, column 4x + j), or, nested, two 2x2 ones
+    (S = 8*a2 + 4*b2 + 2*a1 + b1 for row 4y + 2*a1 + a2, column 4x + 2*b1 + b2)."""
+    return F.pixel_unshuffle(F.pixel_unshuffle(detail, 2), 2) if nested else F.pixel_unshuffle(detail, 4)
+
+
+def unfold_detail(folded: torch.Tensor, nested: bool) -> torch.Tensor:
+    """The inverse of fold_detail."""
+    return F.pixel_shuffle(F.pixel_shuffle(folded, 2), 2) if nested else F.pixel_shuffle(folded, 4)
 
 
 def prompt_maps(coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -321,11 +361,12 @@ def prompt_maps(coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class TinySam(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, refine: bool = True) -> None:
         super().__init__()
-        self.image_encoder = ImageEncoder()
+        # The refine-less decoder reads the detail map in the nested order (MaskDecoder._linear_masks).
+        self.image_encoder = ImageEncoder(nested_detail=not refine)
         self.prompt_encoder = PromptEncoder()
-        self.mask_decoder = MaskDecoder()
+        self.mask_decoder = MaskDecoder(refine=refine)
         self.prompt_maps = nn.Conv2d(4, CONTEXT_CH, 1)
 
     def decode(

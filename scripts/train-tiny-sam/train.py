@@ -9,6 +9,7 @@ three multimask outputs for a lone click), and MSE between predicted and actual 
     python train.py --config config.json --out runs/main
     python train.py --config config-phase2.json --out runs/phase2   # starts from runs/main
     python train.py --config config-phase3.json --out runs/phase3   # starts from runs/phase2
+    python train.py --config config-phase4.json --out runs/phase4   # starts from runs/phase3
 
 Runs are reproducible: fixed seeds, a fixed number of steps, one data worker. `--minutes`
 is a safety cap that stops early (and then the run is no longer the committed one).
@@ -56,6 +57,9 @@ DEFAULTS = {
     # Keep BatchNorm statistics fixed (the layers still learn their scale and bias): needed when
     # the start is a checkpoint rebuilt from ONNX (from_onnx.py), whose BatchNorms are identities.
     "freeze_bn": False,
+    # The decoder's 256x256 refinement convolution (model.MaskDecoder). Starting a run without it
+    # from a checkpoint that has it drops those weights: the rest of the model carries over.
+    "refine": True,
 }
 
 
@@ -214,12 +218,15 @@ def main() -> None:
     torch.set_flush_denormal(True)
     rng = np.random.default_rng(cfg["seed"] + 1)
     args.out.mkdir(parents=True, exist_ok=True)
-    model = TinySam()
+    model = TinySam(refine=cfg["refine"])
     if init_from:
         ck = torch.load(init_from, map_location="cpu")
         if cfg["init_step"] is not None and ck["step"] != cfg["init_step"]:
             raise SystemExit(f"{init_from} is at step {ck['step']}, the config expects {cfg['init_step']}")
-        model.load_state_dict(ck["model"])
+        state = ck["model"]
+        if not cfg["refine"]:
+            state = {k: v for k, v in state.items() if not k.startswith("mask_decoder.refine.")}
+        model.load_state_dict(state)
     train_mode(model, cfg["freeze_bn"])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     total = cfg["steps"]

@@ -10,6 +10,7 @@ three multimask outputs for a lone click), and MSE between predicted and actual 
     python train.py --config config-phase2.json --out runs/phase2   # starts from runs/main
     python train.py --config config-phase3.json --out runs/phase3   # starts from runs/phase2
     python train.py --config config-phase4.json --out runs/phase4   # starts from runs/phase3
+    python train.py --config config-phase5.json --out runs/phase5   # starts from runs/phase4
 
 Runs are reproducible: fixed seeds, a fixed number of steps, one data worker. `--minutes`
 is a safety cap that stops early (and then the run is no longer the committed one).

@@ -429,6 +429,19 @@ describe("PNG", () => {
     expect(pixels.filter((v) => v === 255).length).toBe(maskArea(mask));
   });
 
+  it("treats every non-zero byte as set, in aligned and unaligned mask data alike", async () => {
+    // 8 x 2, so rows are whole 4-byte words; byte values other than 1 in every lane of a word.
+    const values = [0, 1, 2, 128, 255, 0, 0, 7, 64, 0, 3, 0, 0, 0, 0, 9];
+    const aligned = { width: 8, height: 2, data: Uint8Array.from(values) };
+    const shifted = new Uint8Array(values.length + 1);
+    shifted.set(values, 1);
+    const unaligned = { width: 8, height: 2, data: shifted.subarray(1) };
+    for (const mask of [aligned, unaligned]) {
+      const pixels = await sharp(await maskToPng(mask)).extractChannel(0).raw().toBuffer();
+      expect([...pixels]).toEqual(values.map((v) => (v ? 255 : 0)));
+    }
+  });
+
   it("base64 is the same PNG", async () => {
     const mask = FIXTURES.blobs!;
     expect(Buffer.from(await maskToPngBase64(mask), "base64").equals(await maskToPng(mask))).toBe(true);

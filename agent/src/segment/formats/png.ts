@@ -25,34 +25,48 @@ const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0
  */
 export async function maskToPng(mask: BinaryMask): Promise<Buffer> {
   assertValidMask(mask, "maskToPng");
-  const { width, height, data } = mask;
-  const stride = width + 1;
-  // Each row: filter type 0 (none), then one byte per pixel, copied row by row from the mask
-  // scaled to 0/255 (four pixels at a time where the data is 4-byte aligned).
-  const grey = new Uint8Array(data.length);
-  if (data.byteOffset % 4 === 0) {
-    const words = data.length >> 2;
-    const src = new Uint32Array(data.buffer, data.byteOffset, words);
-    const dst = new Uint32Array(grey.buffer, 0, words);
-    for (let i = 0; i < words; i++) {
-      // Any non-zero byte is a set pixel: fold each byte's bits into its lowest bit.
-      let t = src[i]!;
-      t |= (t >>> 4) & 0x0f0f0f0f;
-      t |= (t >>> 2) & 0x3f3f3f3f;
-      t |= (t >>> 1) & 0x7f7f7f7f;
-      dst[i] = Math.imul(t & 0x01010101, 255);
-    }
-  }
-  for (let i = data.byteOffset % 4 === 0 ? data.length & ~3 : 0; i < data.length; i++) grey[i] = data[i] ? 255 : 0;
-  const raw = Buffer.alloc(stride * height);
-  for (let y = 0; y < height; y++) raw.set(grey.subarray(y * width, (y + 1) * width), y * stride + 1);
+  const { width, height } = mask;
   const header = Buffer.alloc(13);
   header.writeUInt32BE(width, 0);
   header.writeUInt32BE(height, 4);
   header[8] = 8; // bit depth
   header[9] = 0; // greyscale; compression, filter and interlace methods stay 0
-  const idat = deflateSync(raw, { level: 1, strategy: zlibConstants.Z_RLE });
+  const idat = deflateSync(pngRows(mask), { level: 1, strategy: zlibConstants.Z_RLE });
   return Buffer.concat([PNG_SIGNATURE, pngChunk("IHDR", header), pngChunk("IDAT", idat), pngChunk("IEND", new Uint8Array(0))]);
+}
+
+/**
+ * The image data before compression: each row is filter type 0 (none), then one byte per pixel,
+ * 0 or 255. One pass into one zeroed buffer, four pixels at a time where the mask's rows are
+ * 4-byte aligned: most of a mask is background, whose words are skipped, and every buffer
+ * less here is one less fresh allocation per answer.
+ */
+function pngRows(mask: BinaryMask): Buffer {
+  const { width, height, data } = mask;
+  const stride = width + 1;
+  const raw = Buffer.alloc(stride * height);
+  if (width % 4 === 0 && data.byteOffset % 4 === 0) {
+    const words = new Uint32Array(data.buffer, data.byteOffset, data.length >> 2);
+    const rowWords = width >> 2;
+    for (let y = 0; y < height; y++) {
+      let o = y * stride + 1;
+      for (let w = y * rowWords, end = w + rowWords; w < end; w++, o += 4) {
+        const t = words[w]!;
+        if (t === 0) continue;
+        // Little-endian words: byte k of the word is pixel k; any non-zero byte is a set pixel.
+        raw[o] = t & 0xff ? 255 : 0;
+        raw[o + 1] = t & 0xff00 ? 255 : 0;
+        raw[o + 2] = t & 0xff0000 ? 255 : 0;
+        raw[o + 3] = t & 0xff000000 ? 255 : 0;
+      }
+    }
+  } else {
+    for (let y = 0; y < height; y++) {
+      const o = y * stride + 1;
+      for (let x = 0, i = y * width; x < width; x++, i++) if (data[i]) raw[o + x] = 255;
+    }
+  }
+  return raw;
 }
 
 export async function maskToPngBase64(mask: BinaryMask): Promise<string> {

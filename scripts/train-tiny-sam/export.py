@@ -192,10 +192,9 @@ def skip_mask_downscaling(model: onnx.ModelProto) -> None:
     condition = [
         helper.make_node("Abs", ["has_mask_input"], ["/mask_given/abs"]),
         helper.make_node("ReduceMax", ["/mask_given/abs"], ["/mask_given/max"], keepdims=0),
-        helper.make_node("Greater", ["/mask_given/max", "/mask_given/zero"], ["/mask_given"]),
+        helper.make_node("Cast", ["/mask_given/max"], ["/mask_given"], to=TensorProto.BOOL),
         helper.make_node("If", ["/mask_given"], [result], then_branch=then_branch, else_branch=else_branch, name="/mask_downscaling_if"),
     ]
-    graph.initializer.append(helper.make_tensor("/mask_given/zero", TensorProto.FLOAT, [], [0.0]))
     kept = [n for n in graph.node if not n.name.startswith(prefix)]
     # Nodes stay in topological order: the If goes where its first consumer was.
     at = next(i for i, n in enumerate(kept) if result in n.input)

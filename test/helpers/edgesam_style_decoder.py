@@ -12,14 +12,41 @@ import sys
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from onnx.utils import Extractor
+
+
+def names_used(graph: onnx.GraphProto) -> set[str]:
+    """Every name a node reads, in this graph and in the If/Loop bodies nested in it (which read
+    outer names without listing them as the node's inputs)."""
+    used = {o.name for o in graph.output}
+    for node in graph.node:
+        used.update(node.input)
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                used |= names_used(attr.g)
+    return used
+
+
+def drop_unused(graph: onnx.GraphProto) -> None:
+    """Removes what no output needs any more: nodes, then initializers and graph inputs."""
+    while True:
+        used = names_used(graph)
+        dead = [n for n in graph.node if not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)
+    for value in [i for i in graph.input if i.name not in used]:
+        graph.input.remove(value)
 
 
 def main() -> None:
     src, dst = sys.argv[1], sys.argv[2]
-    inputs = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
-    model = Extractor(onnx.load(src)).extract_model(inputs, ["iou_predictions", "low_res_masks"])
+    model = onnx.load(src)
     graph = model.graph
+    graph.output.remove(next(o for o in graph.output if o.name == "masks"))
+    drop_unused(graph)
     # The reference decoder's "no mask" inputs become constants.
     for name, value in (("mask_input", np.zeros((1, 1, 256, 256), np.float32)), ("has_mask_input", np.zeros(1, np.float32))):
         graph.input.remove(next(i for i in graph.input if i.name == name))

@@ -7,11 +7,14 @@
  * server do not share an event loop and the server's RSS is its own (read from its /metrics).
  * Prints JSON, with the budgets from the HTTP API issue:
  * - loopback_over_in_process: p50 of POST /v1/segment/interactive on a cached image over
- *   loopback, over the p50 of the same engine.segment call inside the server process (<= 1.2);
- *   in_process_with_answer_ms adds what the route does after the engine (mask PNG, RLE), and
- *   in_server_request_ms is the server's own time per request (headers in to response written),
- *   to show where the difference goes: what loopback_ms adds to it is the two processes' wake-ups
- *   and the transfer;
+ *   loopback, over the p50 of the same engine.segment call inside the server process (<= 1.2),
+ *   once per client: `minimal` is an HTTP/1.1 client of a few lines on one kept-alive socket
+ *   (request bytes built once, response read to its Content-Length), so its time is the
+ *   server's and the wire's; `node_http` is node:http with a keep-alive agent, which adds the
+ *   client library's own work. in_process_with_answer_ms adds what the route does after the
+ *   engine (mask PNG, RLE), and in_server_request_ms is the server's own time per request
+ *   (headers in to response written), to show where the difference goes: what the minimal
+ *   client's time adds to it is the two processes' wake-ups and the transfer;
  * - load: C concurrent clients for S seconds on the same cached request (autocannon): errors
  *   and non-2xx (0 wanted), p99, and the server's RSS before and after (within 10%), "before"
  *   being after a warm-up of S/6 seconds of the same load.
@@ -19,6 +22,7 @@
 import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { Agent, request } from "node:http";
+import { connect, type Socket } from "node:net";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import autocannon from "autocannon";
@@ -53,6 +57,66 @@ interface EngineTimes {
  * ask took, from the request's headers to the response's end. */
 interface InProcessTimes extends EngineTimes {
   requests: number[];
+}
+
+/**
+ * HTTP/1.1 on one kept-alive socket, one request at a time: the request's bytes are built once,
+ * and a response is complete when its Content-Length bytes of body have arrived.
+ */
+class MinimalClient {
+  private pending?: { resolve: () => void; reject: (err: Error) => void };
+  private received: Buffer[] = [];
+
+  private constructor(
+    private readonly socket: Socket,
+    private readonly requestBytes: Buffer,
+  ) {
+    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    socket.on("error", (err) => this.settle(err));
+    socket.on("close", () => this.settle(new Error("the server closed the connection")));
+  }
+
+  static async connect(target: URL, headers: Record<string, string>, body: Buffer): Promise<MinimalClient> {
+    const socket = connect(Number(target.port), target.hostname);
+    socket.setNoDelay(true);
+    await new Promise<void>((resolve, reject) => socket.once("connect", resolve).once("error", reject));
+    const lines = [`POST ${target.pathname} HTTP/1.1`, `host: ${target.host}`, ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`), `content-length: ${body.length}`];
+    return new MinimalClient(socket, Buffer.concat([Buffer.from(`${lines.join("\r\n")}\r\n\r\n`, "latin1"), body]));
+  }
+
+  post(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.pending = { resolve, reject };
+      this.socket.write(this.requestBytes);
+    });
+  }
+
+  close(): void {
+    this.socket.removeAllListeners("close");
+    this.socket.destroy();
+  }
+
+  private onData(chunk: Buffer): void {
+    this.received.push(chunk);
+    const data = Buffer.concat(this.received);
+    const headEnd = data.indexOf("\r\n\r\n");
+    if (headEnd < 0) return;
+    const head = data.subarray(0, headEnd).toString("latin1");
+    const length = /\r\ncontent-length: *(\d+)/i.exec(head);
+    if (!length) return this.settle(new Error(`the response has no Content-Length: ${head}`));
+    if (data.length < headEnd + 4 + Number(length[1])) return;
+    this.received = [];
+    const status = head.slice(9, 12);
+    this.settle(status === "200" ? undefined : new Error(`the server answered ${status}: ${data.subarray(headEnd + 4)}`));
+  }
+
+  private settle(err?: Error): void {
+    const pending = this.pending;
+    this.pending = undefined;
+    if (!pending) return;
+    if (err) pending.reject(err);
+    else pending.resolve();
+  }
 }
 
 if (values.serve) {
@@ -127,10 +191,9 @@ async function bench(): Promise<void> {
       child.stdout!.once("data", (d: Buffer) => resolve(d.toString().trim()));
       child.once("exit", (code) => reject(new Error(`the server exited (${code}) before listening`)));
     });
-    // node:http with a keep-alive agent: the leanest client, so the ratio is the server's overhead.
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
     const target = new URL(`${url}/v1/segment/interactive`);
-    const post = () =>
+    const viaNodeHttp = () =>
       new Promise<void>((resolve, reject) => {
         const req = request(target, { method: "POST", agent, headers: { ...headers, "content-length": body.length } }, (res) => {
           const chunks: Buffer[] = [];
@@ -141,6 +204,8 @@ async function bench(): Promise<void> {
         req.on("error", reject);
         req.end(body);
       });
+    const minimal = await MinimalClient.connect(target, headers, body);
+    const clients = { minimal: () => minimal.post(), node_http: viaNodeHttp };
 
     const inServer = (runs: number) =>
       new Promise<InProcessTimes>((resolve, reject) => {
@@ -153,12 +218,12 @@ async function bench(): Promise<void> {
         child.send(runs);
       });
     // The first request encodes the image; everything after runs on its cached embedding.
-    for (let i = 0; i < 4; i++) await post();
+    for (let i = 0; i < 4; i++) for (const post of Object.values(clients)) await post();
     await inServer(1);
 
     const inProcess: number[] = [];
     const withAnswer: number[] = [];
-    const loopback: number[] = [];
+    const loopback: Record<keyof typeof clients, number[]> = { minimal: [], node_http: [] };
     const inServerRequests: number[] = [];
     // Alternating blocks, so drift in the machine's load (other jobs, thermal) hits both sides
     // alike. The in-process calls run in the server's own process on its own engine (asked for
@@ -169,13 +234,16 @@ async function bench(): Promise<void> {
       inProcess.push(...times.inProcess);
       withAnswer.push(...times.withAnswer);
       inServerRequests.push(...times.requests);
-      for (let j = 0; j < block; j++) {
-        const t = performance.now();
-        await post();
-        loopback.push(performance.now() - t);
+      for (const [name, post] of Object.entries(clients)) {
+        for (let j = 0; j < block; j++) {
+          const t = performance.now();
+          await post();
+          loopback[name as keyof typeof clients].push(performance.now() - t);
+        }
       }
     }
     agent.destroy();
+    minimal.close();
     // Zero engine runs: only the last block's request times.
     inServerRequests.push(...(await inServer(0)).requests);
 
@@ -192,9 +260,13 @@ async function bench(): Promise<void> {
       in_process_ms: median(inProcess),
       in_process_with_answer_ms: median(withAnswer),
       in_server_request_ms: median(inServerRequests),
-      loopback_ms: median(loopback),
+      loopback_minimal_ms: median(loopback.minimal),
+      loopback_node_http_ms: median(loopback.node_http),
     };
-    const ratio = p50.loopback_ms / p50.in_process_ms;
+    const ratio = (ms: number) => {
+      const value = ms / p50.in_process_ms;
+      return { value: Math.round(value * 1000) / 1000, budget: 1.2, over_budget: value > 1.2 };
+    };
     const rssRatio = rssAfter / rssBefore;
     console.log(
       JSON.stringify(
@@ -203,7 +275,7 @@ async function bench(): Promise<void> {
           image: "test/fixtures/scenes/portrait.jpg",
           runs,
           p50_ms: Object.fromEntries(Object.entries(p50).map(([k, v]) => [k, Math.round(v * 100) / 100])),
-          loopback_over_in_process: { value: Math.round(ratio * 1000) / 1000, budget: 1.2, over_budget: ratio > 1.2 },
+          loopback_over_in_process: { minimal: ratio(p50.loopback_minimal_ms), node_http: ratio(p50.loopback_node_http_ms) },
           load: {
             connections: Number(values.connections),
             duration_s: Number(values.duration),
@@ -227,3 +299,4 @@ async function bench(): Promise<void> {
     child.kill("SIGTERM");
   }
 }
+

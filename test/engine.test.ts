@@ -8,7 +8,7 @@ import { loadScene, MIN_CLICK_IOU, TINY_SAM_DIR, type Scene } from "./helpers/sc
 // decoder, mask postprocessing) and is compared with the scene's exact ground truth. A
 // coordinate-transform mistake anywhere on that path puts masks in the wrong place (IoU near
 // 0). The issue's bar, a mean IoU of 0.75, holds for every non-square scene (0.87 to 0.95 with
-// the bundled model, whose held-out 1-click mIoU is 0.84: models/tiny-sam/README.md); the
+// the bundled model, whose held-out 1-click mIoU is 0.85: models/tiny-sam/README.md); the
 // crowded `square` scene, whose objects occlude each other, scores about 0.62 and is held to 0.5
 // (per-object IoUs: `npx tsx bench/fixtures-quality.ts`).
 const SCENES = ["landscape", "portrait", "portrait-exif6", "small", "large", "square"];

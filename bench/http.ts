@@ -299,4 +299,3 @@ async function bench(): Promise<void> {
     child.kill("SIGTERM");
   }
 }
-

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -111,10 +112,11 @@ def export(model: TinySam, out: Path, name: str = "tiny-sam") -> list[Path]:
         ),
     ):
         path = out / f"{name}.{suffix}.onnx"
+        traced = io.BytesIO()
         torch.onnx.export(
             DecoderOnnx(model),
             inputs,
-            path,
+            traced,
             input_names=names,
             output_names=outputs,
             dynamic_axes=axes,
@@ -122,17 +124,30 @@ def export(model: TinySam, out: Path, name: str = "tiny-sam") -> list[Path]:
             do_constant_folding=True,
             dynamo=False,
         )
-        rewrite_decoder(path)
+        path.write_bytes(rewrite_decoder(traced.getvalue(), path.name))
         paths.append(path)
     return paths
 
 
-def rewrite_decoder(path: Path) -> None:
+def random_decoder_feeds(rng: np.random.Generator, has_mask_input: float) -> dict[str, np.ndarray]:
+    """One prompt of every kind of point (foreground, background, padding) on a random
+    embedding and mask input, for checks that two decoders compute the same function."""
+    return {
+        "image_embeddings": rng.standard_normal((1, 256, 64, 64)).astype(np.float32),
+        "point_coords": (rng.random((1, 3, 2)) * IMG_SIZE).astype(np.float32),
+        "point_labels": np.array([[1, 0, -1]], np.float32),
+        "mask_input": rng.standard_normal((1, 1, 256, 256)).astype(np.float32),
+        "has_mask_input": np.array([has_mask_input], np.float32),
+        "orig_im_size": np.array([601, 803], np.float32),
+    }
+
+
+def rewrite_decoder(traced: bytes, name: str) -> bytes:
     """Two rewrites of the traced decoder graph that compute the same function in less time
     (tracing cannot express either): the mask input's downscaling convolutions run only when
     some `has_mask_input` is set, and the final crop to the original size is one Slice (one copy
-    of the full-size masks) instead of one per axis. Together about 8% of the decoder's time."""
-    traced = path.read_bytes()
+    of the full-size masks) instead of one per axis. Together 5-10% of the decoder's time
+    (`bench/model-latency.ts` against an export from before, commit 08ce716)."""
     model = onnx.load_from_string(traced)
     skip_mask_downscaling(model)
     merge_final_crop(model.graph)
@@ -145,17 +160,15 @@ def rewrite_decoder(path: Path) -> None:
     before, after = (ort.InferenceSession(m, options, providers=["CPUExecutionProvider"]) for m in (traced, rewritten))
     rng = np.random.default_rng(0)
     for has_mask in (0.0, 1.0):
-        feeds = {
-            "image_embeddings": rng.standard_normal((1, 256, 64, 64)).astype(np.float32),
-            "point_coords": (rng.random((1, 3, 2)) * IMG_SIZE).astype(np.float32),
-            "point_labels": np.array([[1, 0, -1]], np.float32),
-            "mask_input": rng.standard_normal((1, 1, 256, 256)).astype(np.float32),
-            "has_mask_input": np.array([has_mask], np.float32),
-            "orig_im_size": np.array([601, 803], np.float32),
-        }
+        feeds = random_decoder_feeds(rng, has_mask)
         if not all(np.array_equal(a, b) for a, b in zip(before.run(None, feeds), after.run(None, feeds))):
-            raise SystemExit(f"{path}: the rewritten decoder's outputs differ from the traced one's (has_mask_input={has_mask})")
-    path.write_bytes(rewritten)
+            raise SystemExit(f"{name}: the rewritten decoder's outputs differ from the traced one's (has_mask_input={has_mask})")
+    return rewritten
+
+
+def unexpected_graph(what: str) -> SystemExit:
+    """The rewrites match the graph torch traces from model.py; a changed model must change them too."""
+    return SystemExit(f"rewrite_decoder: {what}; the decoder graph is not the one these rewrites were written for (model.py changed?)")
 
 
 def skip_mask_downscaling(model: onnx.ModelProto) -> None:
@@ -167,11 +180,15 @@ def skip_mask_downscaling(model: onnx.ModelProto) -> None:
     inner = [n for n in graph.node if n.name.startswith(prefix)]
     names = {o for n in inner for o in n.output}
     outer_inputs = {i for n in graph.node if not n.name.startswith(prefix) for i in n.input}
-    (result,) = [o for o in names if o in outer_inputs]
+    results = [o for o in names if o in outer_inputs]
+    if len(results) != 1:
+        raise unexpected_graph(f"the mask downscaling has {len(results)} outputs read elsewhere, not 1")
+    (result,) = results
     producer = {o: n for n in graph.node for o in n.output}
-    (scale,) = [n for n in graph.node if result in n.input]
-    gate = producer.get(next(i for i in scale.input if i != result))
-    assert scale.op_type == "Mul" and gate is not None and gate.input[0] == "has_mask_input", "the downscaling is not gated by has_mask_input"
+    users = [n for n in graph.node if result in n.input]
+    gate = producer.get(next((i for i in users[0].input if i != result), "")) if len(users) == 1 and users[0].op_type == "Mul" else None
+    if gate is None or gate.input[0] != "has_mask_input":
+        raise unexpected_graph("the mask downscaling is not multiplied by has_mask_input alone")
     shapes = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
     channels, height, width = (d.dim_value for d in shapes[result].type.tensor_type.shape.dim[1:])
 
@@ -206,8 +223,9 @@ def merge_final_crop(graph: onnx.GraphProto) -> None:
     """`masks[..., :h, :w]` traces as two Slices, each copying every mask at full size."""
     producer = {o: n for n in graph.node for o in n.output}
     last = producer["masks"]
-    first = producer[last.input[0]]
-    assert last.op_type == first.op_type == "Slice" and len(first.input) == len(last.input) == 5, "unexpected crop"
+    first = producer.get(last.input[0])
+    if first is None or not (last.op_type == first.op_type == "Slice" and len(first.input) == len(last.input) == 5):
+        raise unexpected_graph(f"`masks` is not made by two five-input Slices in a row (its last node is a {last.op_type})")
     concats = [
         helper.make_node("Concat", [first.input[k], last.input[k]], [f"/crop/{role}"], axis=0)
         for k, role in ((1, "starts"), (2, "ends"), (3, "axes"), (4, "steps"))

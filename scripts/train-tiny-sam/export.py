@@ -10,10 +10,12 @@ mode runs a grid of single-point prompts in one call).
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import io
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,7 @@ from torch import nn
 from model import IMG_SIZE, TinySam
 
 HERE = Path(__file__).resolve().parent
+DECODER_INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size"]
 
 OPSET = 17
 
@@ -73,7 +76,8 @@ def original_size_masks(low_res: torch.Tensor, orig_im_size: torch.Tensor) -> to
 
 
 def export(model: TinySam, out: Path, name: str = "tiny-sam") -> list[Path]:
-    model.eval()
+    trained = model.eval()
+    model = copy.deepcopy(trained).for_export()
     out.mkdir(parents=True, exist_ok=True)
     enc_path = out / f"{name}.encoder.onnx"
     torch.onnx.export(
@@ -93,7 +97,6 @@ def export(model: TinySam, out: Path, name: str = "tiny-sam") -> list[Path]:
         torch.tensor([1], dtype=torch.float32),
         torch.tensor([1500, 2250], dtype=torch.float32),
     )
-    names = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size"]
     outputs = ["masks", "iou_predictions", "low_res_masks"]
     paths = [enc_path]
     for suffix, axes in (
@@ -117,7 +120,7 @@ def export(model: TinySam, out: Path, name: str = "tiny-sam") -> list[Path]:
             DecoderOnnx(model),
             inputs,
             traced,
-            input_names=names,
+            input_names=DECODER_INPUTS,
             output_names=outputs,
             dynamic_axes=axes,
             opset_version=OPSET,
@@ -126,10 +129,40 @@ def export(model: TinySam, out: Path, name: str = "tiny-sam") -> list[Path]:
         )
         path.write_bytes(rewrite_decoder(traced.getvalue(), path.name))
         paths.append(path)
+    print(f"exported decoders differ from the trained model by at most {check_export(trained, paths):.2g}", file=sys.stderr)
     return paths
 
 
-def random_decoder_feeds(rng: np.random.Generator, has_mask_input: float) -> dict[str, np.ndarray]:
+# Largest difference in mask logits (tens in size) allowed between the exported files and the
+# model they came from: float rounding in another order of operations, nothing more.
+EXPORT_TOLERANCE = 1e-3
+
+
+def check_export(trained: TinySam, paths: list[Path]) -> float:
+    """The exported forms (TinySam.for_export, rewrite_decoder) are checked, not trusted: a
+    random image and prompts through the ONNX encoder and each decoder must give what the
+    trained model gives in its training form, or export exits non-zero. Returns the largest
+    difference seen."""
+    largest = 0.0
+    rng = np.random.default_rng(1)
+    image = rng.standard_normal((1, 3, IMG_SIZE, IMG_SIZE)).astype(np.float32)
+    encoder, *decoders = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in paths)
+    embeddings = encoder.run(None, {"images": image})[0]
+    with torch.no_grad():
+        expected_embeddings = EncoderOnnx(trained)(torch.from_numpy(image))
+        for has_mask, size in ((0.0, (601, 803)), (1.0, (480, 640))):
+            feeds = random_decoder_feeds(rng, has_mask, size)
+            expected = DecoderOnnx(trained)(expected_embeddings, *(torch.from_numpy(feeds[k]) for k in DECODER_INPUTS[1:]))
+            feeds["image_embeddings"] = embeddings
+            for path, decoder in zip(paths[1:], decoders):
+                diff = max(float(np.abs(got - want.numpy()).max()) for got, want in zip(decoder.run(None, feeds), expected))
+                if diff > EXPORT_TOLERANCE:
+                    raise SystemExit(f"{path.name}: differs from the trained model by {diff:.2g} (has_mask_input={has_mask}, orig_im_size={size})")
+                largest = max(largest, diff)
+    return largest
+
+
+def random_decoder_feeds(rng: np.random.Generator, has_mask_input: float, orig_im_size: tuple[int, int] = (601, 803)) -> dict[str, np.ndarray]:
     """One prompt of every kind of point (foreground, background, padding) on a random
     embedding and mask input, for checks that two decoders compute the same function."""
     return {
@@ -138,7 +171,7 @@ def random_decoder_feeds(rng: np.random.Generator, has_mask_input: float) -> dic
         "point_labels": np.array([[1, 0, -1]], np.float32),
         "mask_input": rng.standard_normal((1, 1, 256, 256)).astype(np.float32),
         "has_mask_input": np.array([has_mask_input], np.float32),
-        "orig_im_size": np.array([601, 803], np.float32),
+        "orig_im_size": np.array(orig_im_size, np.float32),
     }
 
 
@@ -151,6 +184,7 @@ def rewrite_decoder(traced: bytes, name: str) -> bytes:
     model = onnx.load_from_string(traced)
     skip_mask_downscaling(model)
     merge_final_crop(model.graph)
+    crop_only_when_needed(model.graph)
     onnx.checker.check_model(model, full_check=True)
     rewritten = model.SerializeToString()
     # Checked, not trusted: both graphs, run without onnxruntime's own rewrites, must agree to
@@ -159,10 +193,11 @@ def rewrite_decoder(traced: bytes, name: str) -> bytes:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     before, after = (ort.InferenceSession(m, options, providers=["CPUExecutionProvider"]) for m in (traced, rewritten))
     rng = np.random.default_rng(0)
-    for has_mask in (0.0, 1.0):
-        feeds = random_decoder_feeds(rng, has_mask)
+    # 601x803 needs the final crop, 480x640 does not.
+    for has_mask, size in ((0.0, (601, 803)), (1.0, (601, 803)), (0.0, (480, 640))):
+        feeds = random_decoder_feeds(rng, has_mask, size)
         if not all(np.array_equal(a, b) for a, b in zip(before.run(None, feeds), after.run(None, feeds))):
-            raise SystemExit(f"{name}: the rewritten decoder's outputs differ from the traced one's (has_mask_input={has_mask})")
+            raise SystemExit(f"{name}: the rewritten decoder's outputs differ from the traced one's (has_mask_input={has_mask}, orig_im_size={size})")
     return rewritten
 
 
@@ -234,6 +269,44 @@ def merge_final_crop(graph: onnx.GraphProto) -> None:
     nodes = [n for n in graph.node if n is not first and n is not last]
     graph.ClearField("node")
     graph.node.extend(nodes + concats + [crop])
+
+
+def crop_only_when_needed(graph: onnx.GraphProto) -> None:
+    """The resize lands on the original size itself whenever the image's sides at the 1024
+    scale are whole low-res cells (4:3 and 16:9 images among them); the crop then copies every
+    full-size mask for nothing. An If resizes straight into `masks` in that case."""
+    producer = {o: n for n in graph.node for o in n.output}
+    crop = producer["masks"]
+    resize = producer.get(crop.input[0])
+    if crop.name != "/crop" or resize is None or resize.op_type != "Resize" or len(resize.input) != 4:
+        raise unexpected_graph("`masks` is not the crop of a Resize to given sizes")
+    sizes, ends = resize.input[3], crop.input[2]  # [N, C, H, W] and the crop's [H, W]
+    then_branch = helper.make_graph(
+        [helper.make_node("Resize", resize.input, ["/crop/resized"], name="/crop/resize", **{a.name: helper.get_attribute_value(a) for a in resize.attribute}),
+         helper.make_node("Slice", ["/crop/resized", *crop.input[1:]], ["/crop/cropped"], name="/crop/slice")],
+        "crop",
+        [],
+        [helper.make_tensor_value_info("/crop/cropped", TensorProto.FLOAT, None)],
+    )
+    else_branch = helper.make_graph(
+        [helper.make_node("Resize", resize.input, ["/crop/exact"], name="/crop/resize_exact", **{a.name: helper.get_attribute_value(a) for a in resize.attribute})],
+        "no_crop",
+        [],
+        [helper.make_tensor_value_info("/crop/exact", TensorProto.FLOAT, None)],
+    )
+    # The resize's size is never below the original's, so any excess means a crop.
+    condition = [
+        helper.make_node("Constant", [], ["/crop/hw_start"], value=helper.make_tensor("", TensorProto.INT64, [1], [2])),
+        helper.make_node("Constant", [], ["/crop/hw_end"], value=helper.make_tensor("", TensorProto.INT64, [1], [4])),
+        helper.make_node("Slice", [sizes, "/crop/hw_start", "/crop/hw_end"], ["/crop/target"]),
+        helper.make_node("Sub", ["/crop/target", ends], ["/crop/excess"]),
+        helper.make_node("ReduceMax", ["/crop/excess"], ["/crop/excess_max"], keepdims=0),
+        helper.make_node("Cast", ["/crop/excess_max"], ["/crop/needed"], to=TensorProto.BOOL),
+        helper.make_node("If", ["/crop/needed"], ["masks"], then_branch=then_branch, else_branch=else_branch, name="/crop"),
+    ]
+    nodes = [n for n in graph.node if n is not crop and n is not resize]
+    graph.ClearField("node")
+    graph.node.extend(nodes + condition)
 
 
 def write_manifest(out: Path, name: str, paths: list[Path], source: str) -> Path:

@@ -87,9 +87,9 @@ class GlobalAttention(nn.Module):
 class ImageEncoder(nn.Module):
     """256x256 normalised image -> [B, 256, 64, 64] embedding (context + folded detail)."""
 
-    def __init__(self, nested_detail: bool = False) -> None:
+    def __init__(self, detail_layout: str = "flat") -> None:
         super().__init__()
-        self.nested_detail = nested_detail
+        self.detail_layout = detail_layout
         self.detail = nn.Sequential(conv_bn(3, 16), conv_bn(16, DETAIL_CH, act=False))
         self.s128 = nn.Sequential(conv_bn(3, 32, s=2), MBConv(32))
         self.s64 = nn.Sequential(conv_bn(32, 64, s=2), MBConv(64), MBConv(64))
@@ -108,7 +108,7 @@ class ImageEncoder(nn.Module):
         f16 = self.s16(f32)
         f32 = self.fuse32(f32 + F.interpolate(self.lat32(f16), scale_factor=2.0, mode="bilinear", align_corners=False))
         f64 = self.fuse64(f64 + F.interpolate(self.lat64(f32), scale_factor=2.0, mode="bilinear", align_corners=False))
-        return torch.cat([self.out(f64), fold_detail(detail, self.nested_detail)], dim=1)
+        return torch.cat([self.out(f64), fold_detail(detail, self.detail_layout)], dim=1)
 
 
 class PositionEmbeddingRandom(nn.Module):
@@ -164,7 +164,13 @@ class PromptEncoder(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int, downsample: int = 1) -> None:
+    """SAM's multi-head attention. `few` names the side that holds the handful of prompt tokens
+    when the other holds the 4096 image tokens ("queries", "keys" or None): with `head_masks`
+    set, as export sets it, the heads are computed without splitting the image side into heads,
+    so the exported graph has no transposes of image-sized tensors (about a tenth of the
+    decoder's time on a CPU). The same function; training keeps the plain form."""
+
+    def __init__(self, dim: int, heads: int, downsample: int = 1, few: str | None = None) -> None:
         super().__init__()
         self.inner = dim // downsample
         self.heads = heads
@@ -172,16 +178,37 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(dim, self.inner)
         self.v_proj = nn.Linear(dim, self.inner)
         self.out_proj = nn.Linear(self.inner, dim)
+        self.few = few
+        self.head_masks = False
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         return x.reshape(b, n, self.heads, c // self.heads).transpose(1, 2)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self.head_masks and self.few is not None:
+            return self.out_proj(self._masked_heads(self.q_proj(q), self.k_proj(k), self.v_proj(v)))
         q, k, v = self._split(self.q_proj(q)), self._split(self.k_proj(k)), self._split(self.v_proj(v))
         attn = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
         out = (attn @ v).transpose(1, 2)
         return self.out_proj(out.reshape(out.shape[0], out.shape[1], self.inner))
+
+    def _masked_heads(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Each prompt token is repeated once per head with the other heads' channels zeroed
+        ([B, T, C] -> [B, H*T, C]); a full-width product with an image token then gives that
+        head's score, and the image side stays [B, 4096, C] throughout."""
+        b, t = (q if self.few == "queries" else k).shape[:2]
+        width = self.inner // self.heads
+        mask = (torch.arange(self.inner) // width == torch.arange(self.heads)[:, None]).to(q.dtype)  # [H, C]
+        q = q / math.sqrt(width)
+        if self.few == "queries":
+            q = (q[:, None] * mask[None, :, None]).reshape(b, self.heads * t, self.inner)
+            out = torch.softmax(q @ k.transpose(-2, -1), dim=-1) @ v  # [B, H*T, C]: head h's rows hold every head's mix
+            return (out.reshape(b, self.heads, t, self.inner) * mask[None, :, None]).sum(1)
+        k = (k[:, None] * mask[None, :, None]).reshape(b, self.heads * t, self.inner)
+        v = (v[:, None] * mask[None, :, None]).reshape(b, self.heads * t, self.inner)
+        scores = (q @ k.transpose(-2, -1)).reshape(b, -1, self.heads, t)
+        return torch.softmax(scores, dim=-1).reshape(b, -1, self.heads * t) @ v
 
 
 class TwoWayBlock(nn.Module):
@@ -189,11 +216,11 @@ class TwoWayBlock(nn.Module):
         super().__init__()
         self.self_attn = Attention(dim, heads)
         self.norm1 = nn.LayerNorm(dim)
-        self.cross_t2i = Attention(dim, heads, 2)
+        self.cross_t2i = Attention(dim, heads, 2, few="queries")
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.ReLU(), nn.Linear(mlp_dim, dim))
         self.norm3 = nn.LayerNorm(dim)
-        self.cross_i2t = Attention(dim, heads, 2)
+        self.cross_i2t = Attention(dim, heads, 2, few="keys")
         self.norm4 = nn.LayerNorm(dim)
         self.skip_first_pe = skip_first_pe
 
@@ -214,7 +241,7 @@ class TwoWayTransformer(nn.Module):
     def __init__(self, dim: int, depth: int = 2, heads: int = 4, mlp_dim: int = 256) -> None:
         super().__init__()
         self.layers = nn.ModuleList([TwoWayBlock(dim, heads, mlp_dim, i == 0) for i in range(depth)])
-        self.final_attn = Attention(dim, heads, 2)
+        self.final_attn = Attention(dim, heads, 2, few="queries")
         self.norm_final = nn.LayerNorm(dim)
 
     def forward(self, src: torch.Tensor, pos: torch.Tensor, tokens: torch.Tensor):
@@ -263,6 +290,7 @@ class MaskDecoder(nn.Module):
         self.refine = nn.Sequential(nn.GELU(), nn.Conv2d(dim // 8, dim // 8, 3, padding=1, groups=dim // 8), nn.Conv2d(dim // 8, dim // 8, 1)) if refine else None
         self.hypernet = nn.ModuleList([MLP(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens)])
         self.iou_head = MLP(dim, 128, self.num_mask_tokens, 3)
+        self.token_major = False
 
     def forward(
         self,
@@ -283,13 +311,19 @@ class MaskDecoder(nn.Module):
         context, detail = embeddings[:, :CONTEXT_CH], embeddings[:, CONTEXT_CH:]
         if image_index is not None:
             context, detail = context[image_index], detail[image_index]
-        # Both expanded to the prompt batch even where it is 1: with a batch of 1 fixed in the
-        # graph, onnxruntime fuses each residual add and layer norm over the image tokens into a
+        # Expanded to the prompt batch even where it is 1: with a batch of 1 fixed in the graph,
+        # onnxruntime fuses each residual add and layer norm over the image tokens into a
         # SkipLayerNormalization, which ran slower on these CPUs than the two ops it replaces.
+        # The positional encoding stays one image's: a constant onnxruntime folds, broadcast.
         src = (context + dense).expand(b, -1, -1, -1)
-        hs, src_out = self.transformer(src, pos.unsqueeze(0).expand(b, -1, -1, -1), tokens)
+        hs, src_out = self.transformer(src, pos.unsqueeze(0), tokens)
         hyper = torch.stack([self.hypernet[i](hs[:, 1 + i]) for i in range(self.num_mask_tokens)], dim=1)
-        masks = self._refined_masks(src_out, detail, hyper) if self.refine is not None else self._linear_masks(src_out, detail, hyper)
+        if self.refine is not None:
+            masks = self._refined_masks(src_out, detail, hyper)
+        elif self.token_major and image_index is None:
+            masks = self._token_major_masks(src_out, embeddings, hyper)
+        else:
+            masks = self._linear_masks(src_out, detail, hyper)
         return masks, self.iou_head(hs[:, 0])
 
     def _refined_masks(self, src_out: torch.Tensor, detail: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
@@ -323,15 +357,45 @@ class MaskDecoder(nn.Module):
         return unfold_detail((coarse.reshape(b, m, -1) + fine).reshape(b, m * 16, GRID, GRID), nested=True)
 
 
-def fold_detail(detail: torch.Tensor, nested: bool) -> torch.Tensor:
-    """[B, C, 256, 256] -> [B, 16C, 64, 64]. Channel c*16 + S holds sub-pixel S of channel c:
-    one 4x4 space-to-depth (S = 4i + j for row 4y + i, column 4x + j), or, nested, two 2x2 ones
-    (S = 8*a2 + 4*b2 + 2*a1 + b1 for row 4y + 2*a1 + a2, column 4x + 2*b1 + b2)."""
-    return F.pixel_unshuffle(F.pixel_unshuffle(detail, 2), 2) if nested else F.pixel_unshuffle(detail, 4)
+    def _token_major_masks(self, src_out: torch.Tensor, embeddings: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
+        """_linear_masks as onnxruntime runs it fastest (export only): up1 and its channel norm
+        on the image tokens as they leave the transformer ([B, 4096, C], no transpose, one
+        LayerNormalization), the coarse masks placed into raster order by one transpose, and
+        the detail map read in raster order straight from the embedding (channels 64-255 as 12
+        rows of 256x256), so it needs neither a slice nor a shuffle."""
+        b, m = hyper.shape[:2]
+        c1 = self.up1.out_channels // 4
+        # up1's output channel c*4 + s1, reordered to s1*c1 + c so each sub-pixel's channels sit together.
+        w1 = self.up1.weight.reshape(c1, 4, -1).transpose(0, 1).reshape(4 * c1, -1)
+        b1 = self.up1.bias.reshape(c1, 4).T.reshape(-1)
+        x = F.linear(src_out, w1, b1).reshape(b, GRID * GRID * 4, c1)  # [B, (pixel, s1), c]
+        x = F.gelu(F.layer_norm(x, (c1,), self.up1_norm.weight, self.up1_norm.bias, self.up1_norm.eps))
+        up2 = self.up2.weight.reshape(-1, 4, c1)
+        weight = torch.einsum("bmc,csi->bmsi", hyper, up2).reshape(b, m * 4, c1)
+        # Both biases in one add: up2's per sub-pixel, detail_proj's per mask.
+        bias = torch.einsum("bmc,cs->bms", hyper, self.up2.bias.reshape(-1, 4)) + (hyper @ self.detail_proj.bias)[..., None]
+        coarse = x @ weight.transpose(1, 2) + bias.reshape(b, 1, m * 4)  # [B, (y, x, a1, b1), (m, a2, b2)]
+        # Row 4y + 2*a1 + a2, column 4x + 2*b1 + b2 of mask m.
+        coarse = coarse.reshape(b, GRID, GRID, 2, 2, m, 2, 2).permute(0, 5, 1, 3, 6, 2, 4, 7).reshape(b, m, -1)
+        # The embedding as 16 rows of 256x256: 4 of context, then the detail map's 12 channels.
+        rows = embeddings.reshape(embeddings.shape[0], EMBED_DIM // 16, -1)
+        proj = F.pad(hyper @ self.detail_proj.weight.reshape(-1, DETAIL_CH), (EMBED_DIM // 16 - DETAIL_CH, 0))
+        return (coarse + proj @ rows).reshape(b, m, LOWRES, LOWRES)
+
+
+def fold_detail(detail: torch.Tensor, layout: str) -> torch.Tensor:
+    """[B, C, 256, 256] -> [B, 16C, 64, 64]. "flat" and "nested": channel c*16 + S holds
+    sub-pixel S of channel c, by one 4x4 space-to-depth (S = 4i + j for row 4y + i, column
+    4x + j) or by two 2x2 ones (S = 8*a2 + 4*b2 + 2*a1 + b1 for row 4y + 2*a1 + a2, column
+    4x + 2*b1 + b2). "raster": the map's own memory order, which only the exported token-major
+    head reads (MaskDecoder._token_major_masks)."""
+    if layout == "raster":
+        return detail.reshape(detail.shape[0], -1, GRID, GRID)
+    return F.pixel_unshuffle(F.pixel_unshuffle(detail, 2), 2) if layout == "nested" else F.pixel_unshuffle(detail, 4)
 
 
 def unfold_detail(folded: torch.Tensor, nested: bool) -> torch.Tensor:
-    """The inverse of fold_detail."""
+    """The inverse of fold_detail's "nested" or "flat" layout."""
     return F.pixel_shuffle(F.pixel_shuffle(folded, 2), 2) if nested else F.pixel_shuffle(folded, 4)
 
 
@@ -364,10 +428,23 @@ class TinySam(nn.Module):
     def __init__(self, refine: bool = True) -> None:
         super().__init__()
         # The refine-less decoder reads the detail map in the nested order (MaskDecoder._linear_masks).
-        self.image_encoder = ImageEncoder(nested_detail=not refine)
+        self.image_encoder = ImageEncoder(detail_layout="flat" if refine else "nested")
         self.prompt_encoder = PromptEncoder()
         self.mask_decoder = MaskDecoder(refine=refine)
         self.prompt_maps = nn.Conv2d(4, CONTEXT_CH, 1)
+
+    def for_export(self) -> "TinySam":
+        """Switch to forms of the same function that onnxruntime runs faster: attention heads
+        by masking (Attention) and, without the refinement convolution, the token-major mask
+        head with the detail map in raster order (MaskDecoder._token_major_masks). Training keeps
+        the plain forms, so that its numbers do not move with these."""
+        for m in self.modules():
+            if isinstance(m, Attention):
+                m.head_masks = True
+        if self.mask_decoder.refine is None:
+            self.mask_decoder.token_major = True
+            self.image_encoder.detail_layout = "raster"
+        return self
 
     def decode(
         self,

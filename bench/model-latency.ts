@@ -1,21 +1,24 @@
 /**
  * Size and raw onnxruntime latency of models' encoders and decoders, measured here and now.
  *
- *   npx tsx bench/model-latency.ts [MODEL_DIR...] [--runs N]
+ *   npx tsx bench/model-latency.ts [MODEL_DIR...] [--runs N] [--settings agent,one,spin]
  *
- * Prints JSON per model: file sizes, median/p90 milliseconds per session.run, and each median
- * over its budget (the bundled model's: encoder 150 ms, decoder 10 ms, 12 MB in all), so a
- * ratio above 1 is a budget missed on this machine. With several folders (say the bundled
- * model and an earlier one checked out of git), their runs alternate in blocks so that every
- * model sees the same machine, and each median is also given over the first folder's: the
- * machine is noisy (the same decoder's median moves by half between quiet and busy hours), so
- * those ratios are what compares, not absolute times across runs.
+ * Prints JSON per model and session setting: file sizes, median/p90 milliseconds per
+ * session.run, and each median over its budget (the bundled model's: encoder 150 ms, decoder
+ * 10 ms, 12 MB in all), so a ratio above 1 is a budget missed on this machine. Sessions get the
+ * agent's own options (`agent`, the default: onnxruntime's thread count, no spinning) or a
+ * variant of them: `one` runs one thread, `spin` lets the threads busy-wait. With several
+ * folders or settings (say the bundled model and an earlier one checked out of git), their runs
+ * alternate in blocks so that every one sees the same machine, and each median is also given
+ * over the first's: the machine is noisy (the same decoder's median moves by half between quiet
+ * and busy hours), so those ratios are what compares, not absolute times across runs.
  */
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import * as ort from "onnxruntime-node";
 import { readManifest, type ModelManifest } from "../agent/src/model/manifest.ts";
+import { DEFAULT_SESSION_CONFIG, sessionOptions } from "../agent/src/model/sam-model.ts";
 import { BUNDLED_MODEL_DIR } from "../agent/src/cli.ts";
 
 const BUDGET = { encoderMs: 150, decoderMs: 10, totalBytes: 12 * 1000 * 1000 };
@@ -40,8 +43,16 @@ async function time(runs: number, fn: () => Promise<unknown>, into: number[]): P
   }
 }
 
+const AGENT_OPTIONS = sessionOptions(DEFAULT_SESSION_CONFIG, ["cpu"]);
+const SETTINGS: Record<string, ort.InferenceSession.SessionOptions> = {
+  agent: AGENT_OPTIONS,
+  one: sessionOptions({ ...DEFAULT_SESSION_CONFIG, intraOpThreads: 1 }, ["cpu"]),
+  spin: sessionOptions({ ...DEFAULT_SESSION_CONFIG, spinWait: true }, ["cpu"]),
+};
+
 interface Subject {
   dir: string;
+  setting: string;
   manifest: ModelManifest;
   encode: () => Promise<unknown>;
   decode: () => Promise<unknown>;
@@ -50,11 +61,11 @@ interface Subject {
   decoderMs: number[];
 }
 
-async function load(dir: string): Promise<Subject> {
+async function load(dir: string, setting: string): Promise<Subject> {
   const manifest = await readManifest(dir);
   const size = manifest.inputSize;
-  const encoder = await ort.InferenceSession.create(join(dir, manifest.encoder));
-  const decoder = await ort.InferenceSession.create(join(dir, manifest.decoder));
+  const encoder = await ort.InferenceSession.create(join(dir, manifest.encoder), SETTINGS[setting]);
+  const decoder = await ort.InferenceSession.create(join(dir, manifest.decoder), SETTINGS[setting]);
   const image = new ort.Tensor("float32", new Float32Array(3 * size * size).map(() => Math.random() * 2 - 1), [1, 3, size, size]);
   const input = { [encoder.inputNames[0]!]: image };
   const embedding = (await encoder.run(input))[encoder.outputNames.includes("image_embeddings") ? "image_embeddings" : encoder.outputNames[0]!]!;
@@ -70,6 +81,7 @@ async function load(dir: string): Promise<Subject> {
   if (decoder.inputNames.includes("orig_im_size")) feeds.orig_im_size = new ort.Tensor("float32", Float32Array.of(480, 640), [2]);
   return {
     dir,
+    setting,
     manifest,
     encode: () => encoder.run(input),
     decode: () => decoder.run(feeds),
@@ -79,11 +91,14 @@ async function load(dir: string): Promise<Subject> {
   };
 }
 
-const { values, positionals } = parseArgs({ allowPositionals: true, options: { runs: { type: "string", default: "20" } } });
+const { values, positionals } = parseArgs({ allowPositionals: true, options: { runs: { type: "string", default: "20" }, settings: { type: "string", default: "agent" } } });
 const runs = Number(values.runs);
 if (!Number.isInteger(runs) || runs < BLOCKS) throw new Error(`--runs must be a whole number of at least ${BLOCKS} (got ${values.runs})`);
+const settings = values.settings.split(",");
+const unknown = settings.filter((s) => !(s in SETTINGS));
+if (unknown.length > 0) throw new Error(`--settings: unknown ${unknown.join(", ")} (known: ${Object.keys(SETTINGS).join(", ")})`);
 const subjects: Subject[] = [];
-for (const dir of positionals.length > 0 ? positionals : [BUNDLED_MODEL_DIR]) subjects.push(await load(dir));
+for (const dir of positionals.length > 0 ? positionals : [BUNDLED_MODEL_DIR]) for (const setting of settings) subjects.push(await load(dir, setting));
 
 for (let block = 0; block < BLOCKS; block++) {
   for (const s of subjects) {
@@ -95,7 +110,7 @@ for (let block = 0; block < BLOCKS; block++) {
 const first = { encoder: summary(subjects[0]!.encoderMs).median, decoder: summary(subjects[0]!.decoderMs).median };
 const results = [];
 for (const s of subjects) {
-  const { manifest, dir } = s;
+  const { manifest, dir, setting } = s;
   const files = [manifest.encoder, manifest.decoder, ...(manifest.decoderBatch ? [manifest.decoderBatch] : [])];
   const bytes = Object.fromEntries(await Promise.all(files.map(async (f) => [f, (await stat(join(dir, f))).size] as const)));
   const pairBytes = bytes[manifest.encoder]! + bytes[manifest.decoder]!;
@@ -104,6 +119,8 @@ for (const s of subjects) {
   results.push({
     model: manifest.name,
     dir,
+    setting,
+    intra_op_threads: SETTINGS[setting]!.intraOpNumThreads,
     bytes,
     encoder_plus_decoder_bytes: pairBytes,
     encoder_ms: enc,

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SamModel } from "../agent/src/model/sam-model.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
-import { maskIoU } from "../agent/src/segment/mask.ts";
+import { maskArea, maskBBox, maskIoU } from "../agent/src/segment/mask.ts";
 import { loadScene, MIN_CLICK_IOU, TINY_SAM_DIR, type Scene } from "./helpers/scenes.ts";
 
 // Every image here goes through the full path (sharp decode, EXIF, resize, pad, encoder,
@@ -33,6 +33,8 @@ describe("segmentation engine on the bundled model", () => {
     for (const obj of scene.objects) {
       const result = await engine.segment(scene.bytes, { points: [{ x: obj.click[0], y: obj.click[1], label: 1 }] });
       expect([result.width, result.height]).toEqual([scene.width, scene.height]);
+      // Box and area come out of the thresholding pass itself: they must be the mask's own.
+      for (const m of result.masks) expect([m.bbox, m.area]).toEqual([maskBBox(m.mask), maskArea(m.mask)]);
       ious.push(maskIoU(result.masks[0]!.mask, scene.truth(obj.label)));
     }
     const mean = ious.reduce((a, b) => a + b, 0) / ious.length;

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type * as ort from "onnxruntime-node";
 import type { SamModel } from "../model/sam-model.ts";
-import { maskBBox, type BBox, type BinaryMask } from "./mask.ts";
+import type { BBox, BinaryMask } from "./mask.ts";
 import { thresholdLogits, upsampleLowRes } from "./postprocess.ts";
 import { DEFAULT_IMAGE_LIMITS, loadForModel, normaliseAndPad, type ImageLimits } from "./preprocess.ts";
 import { encodePrompt, LOW_RES, validatePrompt, type Prompt } from "./prompts.ts";
@@ -157,7 +157,7 @@ export class SegmentEngine {
         ? (out.full.data as Float32Array).subarray(idx * emb.width * emb.height, (idx + 1) * emb.width * emb.height)
         : upsampleLowRes(lowRes, lowSide, this.model.manifest.inputSize, { width: emb.resizedWidth, height: emb.resizedHeight }, emb);
       const t = thresholdLogits(full, emb.width, emb.height);
-      return { mask: t.mask, bbox: maskBBox(t.mask), area: t.area, confidence: out.scores[idx]!, stability: t.stability, lowRes };
+      return { mask: t.mask, bbox: t.bbox, area: t.area, confidence: out.scores[idx]!, stability: t.stability, lowRes };
     });
     return results.sort((a, c) => c.confidence - a.confidence);
   }

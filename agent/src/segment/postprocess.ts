@@ -1,4 +1,4 @@
-import type { BinaryMask } from "./mask.ts";
+import type { BBox, BinaryMask } from "./mask.ts";
 
 /** SAM's mask threshold on logits, and the offset of its stability score. */
 export const MASK_THRESHOLD = 0;
@@ -9,24 +9,49 @@ export interface ThresholdedMask {
   area: number;
   /** Area at threshold +offset over area at threshold -offset (SAM's stability score). */
   stability: number;
+  /** The set pixels' box, as maskBBox gives it. */
+  bbox: BBox;
 }
 
-/** Logits of one mask (width x height, row-major) -> binary mask and stability, in one pass. */
+/**
+ * Logits of one mask (width x height, row-major) -> binary mask, area, stability and box, in one
+ * pass: this runs on every candidate mask at full size, so it is a good part of a click's time.
+ * The thresholds are copied to locals first, as a loop reading imported bindings can run slower.
+ */
 export function thresholdLogits(logits: Float32Array, width: number, height: number): ThresholdedMask {
+  const threshold = MASK_THRESHOLD;
+  const above = MASK_THRESHOLD + STABILITY_OFFSET;
+  const below = MASK_THRESHOLD - STABILITY_OFFSET;
   const data = new Uint8Array(width * height);
   let area = 0;
   let high = 0;
   let low = 0;
-  for (let i = 0; i < data.length; i++) {
-    const v = logits[i]!;
-    if (v > MASK_THRESHOLD) {
-      data[i] = 1;
-      area++;
+  let x0 = width;
+  let x1 = -1;
+  let y0 = -1;
+  let y1 = -1;
+  for (let y = 0, i = 0; y < height; y++) {
+    let first = -1;
+    let last = -1;
+    for (let x = 0; x < width; x++, i++) {
+      const v = logits[i]!;
+      if (v > threshold) {
+        data[i] = 1;
+        area++;
+        if (first < 0) first = x;
+        last = x;
+      }
+      if (v > above) high++;
+      if (v > below) low++;
     }
-    if (v > MASK_THRESHOLD + STABILITY_OFFSET) high++;
-    if (v > MASK_THRESHOLD - STABILITY_OFFSET) low++;
+    if (first < 0) continue;
+    if (first < x0) x0 = first;
+    if (last > x1) x1 = last;
+    if (y0 < 0) y0 = y;
+    y1 = y;
   }
-  return { mask: { width, height, data }, area, stability: low === 0 ? 0 : high / low };
+  const bbox: BBox = x1 < 0 ? [0, 0, 0, 0] : [x0, y0, x1 - x0 + 1, y1 - y0 + 1];
+  return { mask: { width, height, data }, area, stability: low === 0 ? 0 : high / low, bbox };
 }
 
 /**

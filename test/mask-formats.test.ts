@@ -4,7 +4,7 @@ import { crc32 } from "node:zlib";
 import sharp from "sharp";
 import { beforeAll, describe, expect, it } from "vitest";
 import { SamEdgeError } from "../agent/src/errors.ts";
-import { maskArea, maskIoU, type BinaryMask } from "../agent/src/segment/mask.ts";
+import { maskArea, maskBBox, maskIoU, type BinaryMask } from "../agent/src/segment/mask.ts";
 import {
   decodeRle,
   encodeRle,
@@ -168,6 +168,11 @@ describe("COCO RLE", () => {
 
   it.each(names)("counts for %s are byte-identical to pycocotools' mask.encode", (name) => {
     expect(encodeRle(FIXTURES[name]!).counts).toBe(reference.encoded[names.indexOf(name)]);
+  });
+
+  it.each(names)("counts for %s are the same when the encoder is given the mask's box and reads only inside it", (name) => {
+    const mask = FIXTURES[name]!;
+    expect(encodeRle(mask, maskBBox(mask)).counts).toBe(reference.encoded[names.indexOf(name)]);
   });
 
   it.each(names)("uncompressed counts for %s decode, and pycocotools compresses them to the same string", (name) => {
@@ -415,6 +420,11 @@ describe("PNG", () => {
   it.each(["disc", "ring", "singlePixel", "full", "empty", "column1xN", "row1xN", "noise50"])("%s round-trips through PNG", async (name) => {
     const mask = FIXTURES[name]!;
     expect(differingPixels(mask, await maskFromPng(await maskToPng(mask)))).toBe(0);
+  });
+
+  it.each(Object.keys(FIXTURES))("%s: given the mask's box, the PNG is the same bytes", async (name) => {
+    const mask = FIXTURES[name]!;
+    expect((await maskToPng(mask, maskBBox(mask))).equals(await maskToPng(mask))).toBe(true);
   });
 
   it("writes a 1-channel 8-bit PNG holding only 0 and 255", async () => {

@@ -53,7 +53,11 @@ const round = (v: number): number => Math.round(v * 1e4) / 1e4;
 
 async function maskJson(m: MaskResult | EverythingMask, format: Format, tolerance: number): Promise<Record<string, unknown>> {
   const encoded =
-    format === "rle" ? { rle: encodeRle(m.mask) } : format === "polygon" ? { polygons: maskToPolygons(m.mask, { tolerance }) } : { mask: await maskToPngBase64(m.mask) };
+    format === "rle"
+      ? { rle: encodeRle(m.mask, m.bbox) }
+      : format === "polygon"
+        ? { polygons: maskToPolygons(m.mask, { tolerance }) }
+        : { mask: await maskToPngBase64(m.mask, m.bbox) };
   return {
     bbox: m.bbox,
     area: m.area,

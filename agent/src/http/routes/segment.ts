@@ -98,7 +98,7 @@ async function answer<T extends object>(
 }
 
 async function maskJson(m: MaskResult): Promise<ApiMask> {
-  return { mask: await maskToPngBase64(m.mask), bbox: m.bbox, confidence: round(m.confidence), stability: round(m.stability), area: m.area };
+  return { mask: await maskToPngBase64(m.mask, m.bbox), bbox: m.bbox, confidence: round(m.confidence), stability: round(m.stability), area: m.area };
 }
 
 export function registerSegmentRoutes(app: FastifyInstance, ctx: RouteContext): void {
@@ -116,7 +116,7 @@ export function registerSegmentRoutes(app: FastifyInstance, ctx: RouteContext): 
           const t = performance.now();
           const best = seg.masks[0]!;
           const masks = multimask ? await Promise.all(seg.masks.map(maskJson)) : [await maskJson(best)];
-          const rle = encodeRle(best.mask);
+          const rle = encodeRle(best.mask, best.bbox);
           const out: InteractiveResult = {
             ...masks[0]!,
             rle,

@@ -1,5 +1,5 @@
 import { SamEdgeError } from "../../errors.ts";
-import type { BinaryMask } from "../mask.ts";
+import type { BBox, BinaryMask } from "../mask.ts";
 import { assertMaskSize, assertValidMask } from "./validate.ts";
 
 /**
@@ -18,10 +18,13 @@ export interface UncompressedCocoRle {
   counts: number[];
 }
 
-/** Encodes a mask; `counts` is byte-identical to pycocotools' compressed string. */
-export function encodeRle(mask: BinaryMask): CocoRle {
+/**
+ * Encodes a mask; `counts` is byte-identical to pycocotools' compressed string. `bbox`, when the
+ * caller has it, must be the mask's own box (maskBBox): pixels outside it are then not read.
+ */
+export function encodeRle(mask: BinaryMask, bbox?: BBox): CocoRle {
   assertValidMask(mask, "encodeRle");
-  return { size: [mask.height, mask.width], counts: runsToString(columnMajorRuns(mask)) };
+  return { size: [mask.height, mask.width], counts: runsToString(columnMajorRuns(mask, bbox ?? [0, 0, mask.width, mask.height])) };
 }
 
 /** Decodes either the compressed string form or the uncompressed number[] form. */
@@ -35,9 +38,11 @@ export function decodeRle(rle: CocoRle | UncompressedCocoRle): BinaryMask {
  * The runs, found without walking the mask column by column: that walk strides a whole row per
  * pixel, which is most of an answer's encoding time. Instead each row is compared with the row
  * above (four pixels at a time where the rows are 4-byte aligned) and only the pixels that differ
- * become change points, kept as column-major positions; sorted, their gaps are the runs.
+ * become change points, kept as column-major positions; sorted, their gaps are the runs. Outside
+ * the box every pixel is 0, so only its rows (and the row below it) and its columns can differ
+ * from the row above.
  */
-function columnMajorRuns(mask: BinaryMask): number[] {
+function columnMajorRuns(mask: BinaryMask, [bx, by, bw, bh]: BBox): number[] {
   const { width, height, data } = mask;
   const changes: number[] = [];
   // Column tops: the pixel before (x, 0) in column-major order is the bottom of column x - 1,
@@ -48,18 +53,18 @@ function columnMajorRuns(mask: BinaryMask): number[] {
   }
   const words = width % 4 === 0 && data.byteOffset % 4 === 0 ? new Uint32Array(data.buffer, data.byteOffset, data.length / 4) : undefined;
   const rowWords = width / 4;
-  for (let y = 1; y < height; y++) {
+  for (let y = Math.max(1, by), yEnd = Math.min(height - 1, by + bh); y <= yEnd; y++) {
     const row = y * width;
     if (words) {
       const w0 = row / 4;
-      for (let w = 0; w < rowWords; w++) {
+      for (let w = bx >> 2, wEnd = (bx + bw + 3) >> 2; w < wEnd; w++) {
         if (words[w0 + w] === words[w0 + w - rowWords]) continue;
         for (let x = w * 4; x < w * 4 + 4; x++) {
           if ((data[row + x]! ? 1 : 0) !== (data[row + x - width]! ? 1 : 0)) changes.push(x * height + y);
         }
       }
     } else {
-      for (let x = 0; x < width; x++) {
+      for (let x = bx; x < bx + bw; x++) {
         if ((data[row + x]! ? 1 : 0) !== (data[row + x - width]! ? 1 : 0)) changes.push(x * height + y);
       }
     }

@@ -68,6 +68,8 @@ describe("bad input to the local API: the documented 4xx, and the server keeps s
     ["a camera with no frame yet", () => ({ camera: "garage", points: CLICK }), 503, "CAMERA_NO_FRAME"],
     ["both an image and a camera", () => ({ image: scene.bytes, camera: "gate", points: CLICK }), 400, "REQUEST_INVALID"],
     ["multimask that is not a boolean", () => ({ image: scene.bytes, points: CLICK, multimask: "perhaps" }), 400, "REQUEST_INVALID"],
+    ["a points field over 1 MB", () => ({ image: scene.bytes, points: `[${" ".repeat(1024 * 1024)}]` }), 413, "REQUEST_TOO_LARGE"],
+    ["more form fields than a request needs", () => ({ image: scene.bytes, points: CLICK, ...Object.fromEntries(Array.from({ length: 30 }, (_, i) => [`f${i}`, "x"])) }), 400, "REQUEST_INVALID"],
   ])("interactive with %s", async (_, fields, status, code) => {
     expectError(await post(fields()), status, code);
     await stillServes();
@@ -88,6 +90,7 @@ describe("bad input to the local API: the documented 4xx, and the server keeps s
     ["a JSON body", () => ({ headers: { "content-type": "application/json" }, body: JSON.stringify({ image: "aGVsbG8=", points: CLICK }) }), 415, "REQUEST_UNSUPPORTED"],
     ["a raw JPEG body", () => ({ headers: { "content-type": "image/jpeg" }, body: new Uint8Array(scene.bytes) }), 415, "REQUEST_UNSUPPORTED"],
     ["a text/plain body", () => ({ headers: { "content-type": "text/plain" }, body: "image=portrait.jpg" }), 415, "REQUEST_UNSUPPORTED"],
+    ["multipart without a boundary", () => ({ headers: { "content-type": "multipart/form-data" }, body: "--xyz\r\n\r\n" }), 400, "REQUEST_INVALID"],
     ["multipart with a broken body", () => ({ headers: { "content-type": "multipart/form-data; boundary=xyz" }, body: "--xyz\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a\"\r\n\r\nabc" }), 400, "REQUEST_INVALID"],
   ])("interactive with the wrong content type: %s", async (_, init, status, code) => {
     expectError(await request(url + INTERACTIVE, { method: "POST", token: TOKEN, ...init() }), status, code);

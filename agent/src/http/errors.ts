@@ -1,7 +1,6 @@
 import type { FastifyError } from "fastify";
 import { isSamEdgeError, type ErrorCode } from "../errors.ts";
 import type { ApiErrorBody } from "../client/types.ts";
-import { MAX_BATCH } from "./limits.ts";
 
 /**
  * Codes only the HTTP layer raises: problems with the request itself rather than with an image,
@@ -69,15 +68,10 @@ export class HttpError extends Error {
   }
 }
 
-/** Fastify's and @fastify/multipart's own errors, by their `code`, as ours with a message that says what to fix. */
+/** Fastify's own errors, by their `code`, as ours with a message that says what to fix. */
 const FASTIFY_CODES: Readonly<Record<string, [HttpErrorCode, string]>> = {
   FST_ERR_CTP_INVALID_MEDIA_TYPE: ["REQUEST_UNSUPPORTED", "this Content-Type is not accepted; send multipart/form-data (or JSON where the route says so)"],
-  FST_INVALID_MULTIPART_CONTENT_TYPE: ["REQUEST_UNSUPPORTED", "the body is not multipart/form-data; send the image as a file part named \"image\""],
   FST_ERR_CTP_BODY_TOO_LARGE: ["REQUEST_TOO_LARGE", "the request body is over the size limit"],
-  FST_REQ_FILE_TOO_LARGE: ["REQUEST_TOO_LARGE", "an uploaded file is over the size limit"],
-  FST_FILES_LIMIT: ["REQUEST_INVALID", `too many files: at most ${MAX_BATCH} images per request`],
-  FST_FIELDS_LIMIT: ["REQUEST_INVALID", "too many form fields"],
-  FST_PARTS_LIMIT: ["REQUEST_INVALID", "too many multipart parts"],
 };
 
 export interface ApiErrorReply {

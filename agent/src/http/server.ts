@@ -121,7 +121,7 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
     });
   }
   if (options.token) registerBearerAuth(app, options.token);
-  await registerMultipart(app, bodyLimit);
+  registerMultipart(app, bodyLimit);
   await app.register(swagger, {
     openapi: {
       info: { title: "sam-edge local SAM API", version: "1", description: "Speaks the hosted SAM API (same routes, fields and answers) on the box." },

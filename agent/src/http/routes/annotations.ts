@@ -18,7 +18,7 @@ export function registerAnnotationRoutes(app: FastifyInstance, ctx: RouteContext
     schema: annotationSchema(MAX_CLASS_NAME),
     preValidation: requireMultipart,
     // A mask sent as base64 or RLE text can be a long field.
-    config: { multipartOptions: { limits: { fieldSize: fieldLimit } } },
+    config: { multipartFieldSize: fieldLimit },
   };
   app.post<{ Body: AnnotationBody }>("/v1/annotations", options, async (request, reply) => {
     const image = sources(request.body, ctx)[0]!();

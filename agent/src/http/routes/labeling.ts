@@ -38,7 +38,7 @@ export function registerLabelingRoutes(app: FastifyInstance, fieldLimit: number)
   app.post<{ Body: MaskToPolygonBody }>(
     "/v1/labeling/mask-to-polygon",
     // An RLE of a large mask is a long text field.
-    { schema: maskToPolygonSchema(), config: { multipartOptions: { limits: { fieldSize: fieldLimit } } } },
+    { schema: maskToPolygonSchema(), config: { multipartFieldSize: fieldLimit } },
     async (request): Promise<MaskToPolygonResult> => {
       const mask = await readMask(request.body);
       const polygons = maskToPolygons(mask, { tolerance: request.body.tolerance });

@@ -176,11 +176,11 @@ def random_decoder_feeds(rng: np.random.Generator, has_mask_input: float, orig_i
 
 
 def rewrite_decoder(traced: bytes, name: str) -> bytes:
-    """Two rewrites of the traced decoder graph that compute the same function in less time
-    (tracing cannot express either): the mask input's downscaling convolutions run only when
-    some `has_mask_input` is set, and the final crop to the original size is one Slice (one copy
-    of the full-size masks) instead of one per axis. Together 5-10% of the decoder's time
-    (`bench/model-latency.ts` against an export from before, commit 08ce716)."""
+    """Rewrites of the traced decoder graph that compute the same function in less time (tracing
+    cannot express them): the mask input's downscaling convolutions run only when some
+    `has_mask_input` is set; the final crop to the original size is one Slice (one copy of the
+    full-size masks) instead of one per axis, and runs only when the resize overshoots the
+    original size. `bench/model-latency.ts` compares an export with an earlier one."""
     model = onnx.load_from_string(traced)
     skip_mask_downscaling(model)
     merge_final_crop(model.graph)
@@ -281,15 +281,20 @@ def crop_only_when_needed(graph: onnx.GraphProto) -> None:
     if crop.name != "/crop" or resize is None or resize.op_type != "Resize" or len(resize.input) != 4:
         raise unexpected_graph("`masks` is not the crop of a Resize to given sizes")
     sizes, ends = resize.input[3], crop.input[2]  # [N, C, H, W] and the crop's [H, W]
+    attributes = {a.name: helper.get_attribute_value(a) for a in resize.attribute}
+
+    def resize_to(output: str, name: str) -> onnx.NodeProto:
+        """The traced Resize, again, inside a branch."""
+        return helper.make_node("Resize", resize.input, [output], name=name, **attributes)
+
     then_branch = helper.make_graph(
-        [helper.make_node("Resize", resize.input, ["/crop/resized"], name="/crop/resize", **{a.name: helper.get_attribute_value(a) for a in resize.attribute}),
-         helper.make_node("Slice", ["/crop/resized", *crop.input[1:]], ["/crop/cropped"], name="/crop/slice")],
+        [resize_to("/crop/resized", "/crop/resize"), helper.make_node("Slice", ["/crop/resized", *crop.input[1:]], ["/crop/cropped"], name="/crop/slice")],
         "crop",
         [],
         [helper.make_tensor_value_info("/crop/cropped", TensorProto.FLOAT, None)],
     )
     else_branch = helper.make_graph(
-        [helper.make_node("Resize", resize.input, ["/crop/exact"], name="/crop/resize_exact", **{a.name: helper.get_attribute_value(a) for a in resize.attribute})],
+        [resize_to("/crop/exact", "/crop/resize_exact")],
         "no_crop",
         [],
         [helper.make_tensor_value_info("/crop/exact", TensorProto.FLOAT, None)],

@@ -28,7 +28,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from export import export, random_decoder_feeds
+from export import EXPORT_TOLERANCE, export, random_decoder_feeds
 from model import LayerNorm2d, TinySam
 
 
@@ -162,7 +162,7 @@ def main() -> None:
         image = rng.standard_normal((1, 3, 1024, 1024)).astype(np.float32)
         diff = max_difference((enc_path, dec_path), (paths[0], paths[1]), image, random_decoder_feeds(rng, has_mask_input=1.0))
     print(json.dumps({"max_abs_diff": diff}))
-    if diff > 1e-3:
+    if diff > EXPORT_TOLERANCE:
         raise SystemExit("the rebuilt model does not reproduce the export")
     try:
         config = json.loads(args.config.read_text()) if args.config else {}

@@ -167,8 +167,8 @@ class Attention(nn.Module):
     """SAM's multi-head attention. `few` names the side that holds the handful of prompt tokens
     when the other holds the 4096 image tokens ("queries", "keys" or None): with `head_masks`
     set, as export sets it, the heads are computed without splitting the image side into heads,
-    so the exported graph has no transposes of image-sized tensors (about a tenth of the
-    decoder's time on a CPU). The same function; training keeps the plain form."""
+    so the exported graph has no transposes of image-sized tensors. The same function;
+    training keeps the plain form."""
 
     def __init__(self, dim: int, heads: int, downsample: int = 1, few: str | None = None) -> None:
         super().__init__()

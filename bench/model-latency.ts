@@ -43,9 +43,8 @@ async function time(runs: number, fn: () => Promise<unknown>, into: number[]): P
   }
 }
 
-const AGENT_OPTIONS = sessionOptions(DEFAULT_SESSION_CONFIG, ["cpu"]);
 const SETTINGS: Record<string, ort.InferenceSession.SessionOptions> = {
-  agent: AGENT_OPTIONS,
+  agent: sessionOptions(DEFAULT_SESSION_CONFIG, ["cpu"]),
   one: sessionOptions({ ...DEFAULT_SESSION_CONFIG, intraOpThreads: 1 }, ["cpu"]),
   spin: sessionOptions({ ...DEFAULT_SESSION_CONFIG, spinWait: true }, ["cpu"]),
 };

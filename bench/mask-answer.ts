@@ -1,0 +1,87 @@
+/**
+ * What turning a click's logits into its answer costs, per mask, on real masks:
+ *
+ *   npx tsx bench/mask-answer.ts [SCENE] [--runs N]
+ *
+ * Clicks every object of a fixture scene (default `portrait`, 480x640) with the bundled fp32
+ * model, then times, in alternating blocks over those masks: `thresholdLogits` on each
+ * candidate's full-size logits (the mask, area, stability and box in one pass) next to a
+ * separate `maskBBox` pass (what finding the box cost before it joined the threshold pass), and
+ * the answer's mask PNG and COCO RLE with and without the mask's box (given the box they read
+ * only inside it). Prints JSON medians in milliseconds and the ratios that compare them; the
+ * machine is noisy, so compare ratios of one run, not times across runs.
+ */
+import { parseArgs } from "node:util";
+import { SamModel } from "../agent/src/model/sam-model.ts";
+import { SegmentEngine } from "../agent/src/segment/engine.ts";
+import { encodeRle, maskToPng } from "../agent/src/segment/formats/index.ts";
+import { maskBBox, type BBox, type BinaryMask } from "../agent/src/segment/mask.ts";
+import { thresholdLogits, upsampleLowRes } from "../agent/src/segment/postprocess.ts";
+import { loadScene, TINY_SAM_DIR } from "../test/helpers/scenes.ts";
+
+const BLOCKS = 5;
+const { values, positionals } = parseArgs({ allowPositionals: true, options: { runs: { type: "string", default: "40" } } });
+const runs = Number(values.runs);
+if (!Number.isInteger(runs) || runs < BLOCKS) throw new Error(`--runs must be a whole number of at least ${BLOCKS} (got ${values.runs})`);
+
+const scene = await loadScene(positionals[0] ?? "portrait");
+const model = await SamModel.load(TINY_SAM_DIR);
+const engine = new SegmentEngine(model);
+const { embedding } = await engine.embed(scene.bytes);
+const resized = { width: embedding.resizedWidth, height: embedding.resizedHeight };
+/** One candidate mask: its full-size logits, and the mask and box the engine made of them. */
+interface Subject {
+  logits: Float32Array;
+  mask: BinaryMask;
+  bbox: BBox;
+}
+const subjects: Subject[] = [];
+for (const obj of scene.objects) {
+  const result = await engine.segment(scene.bytes, { points: [{ x: obj.click[0], y: obj.click[1], label: 1 }] });
+  for (const m of result.masks) {
+    const logits = upsampleLowRes(m.lowRes, Math.sqrt(m.lowRes.length), model.manifest.inputSize, resized, scene);
+    subjects.push({ logits, mask: m.mask, bbox: m.bbox });
+  }
+}
+await model.release();
+
+const steps = {
+  threshold: (s: Subject) => thresholdLogits(s.logits, scene.width, scene.height),
+  separate_bbox: (s: Subject) => maskBBox(s.mask),
+  png: (s: Subject) => maskToPng(s.mask),
+  png_in_box: (s: Subject) => maskToPng(s.mask, s.bbox),
+  rle: (s: Subject) => encodeRle(s.mask),
+  rle_in_box: (s: Subject) => encodeRle(s.mask, s.bbox),
+};
+type Step = keyof typeof steps;
+const times = Object.fromEntries(Object.keys(steps).map((k) => [k, [] as number[]])) as Record<Step, number[]>;
+for (let block = 0; block < BLOCKS; block++) {
+  for (const [name, step] of Object.entries(steps) as [Step, (s: Subject) => unknown][]) {
+    for (let r = 0; r < runs / BLOCKS; r++) {
+      for (const s of subjects) {
+        const t = performance.now();
+        await step(s);
+        times[name].push(performance.now() - t);
+      }
+    }
+  }
+}
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+const p50 = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)])) as Record<Step, number>;
+const ratio = (a: number, b: number) => Math.round((a / b) * 1000) / 1000;
+console.log(
+  JSON.stringify(
+    {
+      scene: scene.name,
+      size: `${scene.width}x${scene.height}`,
+      masks: subjects.length,
+      runs,
+      p50_ms: Object.fromEntries(Object.entries(p50).map(([k, v]) => [k, Math.round(v * 1000) / 1000])),
+      separate_bbox_over_threshold: ratio(p50.separate_bbox, p50.threshold),
+      png_in_box_over_png: ratio(p50.png_in_box, p50.png),
+      rle_in_box_over_rle: ratio(p50.rle_in_box, p50.rle),
+    },
+    null,
+    2,
+  ),
+);

@@ -50,9 +50,9 @@ function isMultipart(request: FastifyRequest): boolean {
  * Multipart bodies become plain key/values before validation (files as Buffers, repeated names
  * as arrays in the order sent), so route schemas validate them as they would JSON. The body is
  * read whole under fastify's bodyLimit (from Content-Length up front, and while reading a
- * chunked upload) and then split by busboy in one call: for the small requests a click sends,
- * that took half the time of @fastify/multipart's streamed parts (a throwaway comparison of the
- * two over loopback). A body that cannot be split is the client's error.
+ * chunked upload) and then split by busboy in one call, which for the small requests a click
+ * sends costs less than a stream per part (the server's own time per request in
+ * `bench/http.ts`). A body that cannot be split is the client's error.
  */
 export function registerMultipart(app: FastifyInstance, bodyLimit: number): void {
   app.addHook("onRequest", async (request) => {

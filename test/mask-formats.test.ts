@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { crc32 } from "node:zlib";
+import { crc32, inflateSync } from "node:zlib";
 import sharp from "sharp";
 import { beforeAll, describe, expect, it } from "vitest";
 import { SamEdgeError } from "../agent/src/errors.ts";
@@ -19,6 +19,7 @@ import {
   type Point,
   type Polygon,
 } from "../agent/src/segment/formats/index.ts";
+import { deflateMaskRows } from "../agent/src/segment/formats/mask-deflate.ts";
 
 // ---------- masks built in code ----------
 
@@ -425,6 +426,39 @@ describe("PNG", () => {
   it.each(Object.keys(FIXTURES))("%s: given the mask's box, the PNG is the same bytes", async (name) => {
     const mask = FIXTURES[name]!;
     expect((await maskToPng(mask, maskBBox(mask))).equals(await maskToPng(mask))).toBe(true);
+  });
+
+  /** The PNG's image data written out byte by byte: each row a 0 filter byte, then 0 or 255 per pixel. */
+  function pngRowsOf(mask: BinaryMask): Buffer {
+    const rows = Buffer.alloc((mask.width + 1) * mask.height);
+    for (let y = 0; y < mask.height; y++) for (let x = 0; x < mask.width; x++) rows[y * (mask.width + 1) + 1 + x] = mask.data[y * mask.width + x] ? 255 : 0;
+    return rows;
+  }
+
+  // Runs of 1..5 and around a copy's 258-byte limit, and rows whose runs end at the last pixel.
+  const runMasks: Record<string, BinaryMask> = {
+    ...FIXTURES,
+    runLengths: makeMask(1100, 3, (x, y) => {
+      const lengths = [1, 2, 3, 4, 5, 257, 258, 259, 260, 261, 262, 516, 517];
+      let edge = 0;
+      for (const [i, n] of lengths.entries()) if (x < (edge += n + y)) return i % 2 === 0;
+      return y === 2;
+    }),
+    lastPixelSet: makeMask(300, 2, (x, y) => y === 1 && x > 10),
+    wide: makeMask(5000, 4, (x, y) => y % 2 === 1 && x % 1000 < 600),
+    noiseLarge: noise(640, 120, 0.4, 4),
+  };
+
+  it.each(Object.keys(runMasks))("%s: the zlib stream inflates to the rows, with its checksum", (name) => {
+    const mask = runMasks[name]!;
+    // inflateSync checks the stream's Adler-32 as well as its data.
+    expect(inflateSync(deflateMaskRows(mask, [0, 0, mask.width, mask.height])).equals(pngRowsOf(mask))).toBe(true);
+    expect(inflateSync(deflateMaskRows(mask, maskBBox(mask))).equals(pngRowsOf(mask))).toBe(true);
+  });
+
+  it("compresses a mask's runs: a 480x640 half-set mask to under 2 KB", () => {
+    const mask = makeMask(480, 640, (x, y) => x > 100 && x < 340 && y > 50 && y < 400);
+    expect(deflateMaskRows(mask, maskBBox(mask)).length).toBeLessThan(2048);
   });
 
   it("writes a 1-channel 8-bit PNG holding only 0 and 255", async () => {

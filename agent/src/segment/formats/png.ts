@@ -1,8 +1,9 @@
-import { constants as zlibConstants, crc32, deflateSync } from "node:zlib";
+import { crc32 } from "node:zlib";
 import sharp from "sharp";
 import { SamEdgeError } from "../../errors.ts";
 import type { BBox, BinaryMask } from "../mask.ts";
 import { pngDeclaredSize } from "../preprocess.ts";
+import { deflateMaskRows } from "./mask-deflate.ts";
 import { assertMaskSize, assertValidMask, MAX_MASK_PIXELS } from "./validate.ts";
 
 function pngChunk(type: string, body: Uint8Array): Buffer {
@@ -18,8 +19,8 @@ const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0
 
 /**
  * A 1-channel 8-bit greyscale PNG: 255 where the mask is set, 0 elsewhere. Written here rather
- * than by sharp because a mask is the one image every answer carries: rows of two values
- * deflate (run-length strategy) in a fraction of the time of a general encoder's filter search.
+ * than by sharp because a mask is the one image every answer carries, and its rows of two values
+ * deflate from their runs (mask-deflate.ts) in a fraction of a general encoder's time.
  * 8-bit rather than 1-bit greyscale, since clients threshold the decoded values (`> 127`) as the
  * hosted API's masks invite. `bbox`, when the caller has it, must be the mask's own box
  * (maskBBox): pixels outside it are then not read.
@@ -32,42 +33,8 @@ export async function maskToPng(mask: BinaryMask, bbox?: BBox): Promise<Buffer> 
   header.writeUInt32BE(height, 4);
   header[8] = 8; // bit depth
   header[9] = 0; // greyscale; compression, filter and interlace methods stay 0
-  const idat = deflateSync(pngRows(mask, bbox ?? [0, 0, width, height]), { level: 1, strategy: zlibConstants.Z_RLE });
+  const idat = deflateMaskRows(mask, bbox ?? [0, 0, width, height]);
   return Buffer.concat([PNG_SIGNATURE, pngChunk("IHDR", header), pngChunk("IDAT", idat), pngChunk("IEND", new Uint8Array(0))]);
-}
-
-/**
- * The image data before compression: each row is filter type 0 (none), then one byte per pixel,
- * 0 or 255. One pass into one zeroed buffer, four pixels at a time where the mask's rows are
- * 4-byte aligned: most of a mask is background, whose words are skipped, and every buffer
- * less here is one less fresh allocation per answer. Only the box is read: the rest stays 0.
- */
-function pngRows(mask: BinaryMask, [bx, by, bw, bh]: BBox): Buffer {
-  const { width, data } = mask;
-  const stride = width + 1;
-  const raw = Buffer.alloc(stride * mask.height);
-  if (width % 4 === 0 && data.byteOffset % 4 === 0) {
-    const words = new Uint32Array(data.buffer, data.byteOffset, data.length >> 2);
-    const rowWords = width >> 2;
-    for (let y = by; y < by + bh; y++) {
-      let o = y * stride + 1 + (bx & ~3);
-      for (let w = y * rowWords + (bx >> 2), end = y * rowWords + ((bx + bw + 3) >> 2); w < end; w++, o += 4) {
-        const t = words[w]!;
-        if (t === 0) continue;
-        // Little-endian words: byte k of the word is pixel k; any non-zero byte is a set pixel.
-        raw[o] = t & 0xff ? 255 : 0;
-        raw[o + 1] = t & 0xff00 ? 255 : 0;
-        raw[o + 2] = t & 0xff0000 ? 255 : 0;
-        raw[o + 3] = t & 0xff000000 ? 255 : 0;
-      }
-    }
-  } else {
-    for (let y = by; y < by + bh; y++) {
-      const o = y * stride + 1;
-      for (let x = bx, i = y * width + bx; x < bx + bw; x++, i++) if (data[i]) raw[o + x] = 255;
-    }
-  }
-  return raw;
 }
 
 export async function maskToPngBase64(mask: BinaryMask, bbox?: BBox): Promise<string> {

@@ -1,0 +1,12 @@
+import { readFile } from "node:fs/promises";
+import autocannon from "autocannon";
+const url = process.argv[2]!;
+const bytes = await readFile("test/fixtures/scenes/portrait.jpg");
+const form = new FormData();
+form.append("image", new Blob([new Uint8Array(bytes)]), "portrait.jpg");
+form.append("points", JSON.stringify([{ x: 240, y: 320, label: 1 }]));
+const encoded = new Response(form);
+const body = Buffer.from(await encoded.arrayBuffer());
+const headers = { "content-type": encoded.headers.get("content-type")!, authorization: `Bearer t` };
+const r = await autocannon({ url: `${url}/v1/segment/interactive`, method: "POST", headers, body, connections: 1, duration: Number(process.argv[3] ?? 10) });
+console.log(r.requests.total, r.latency.p50, r.non2xx);

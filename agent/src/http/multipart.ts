@@ -1,6 +1,6 @@
-import { Busboy, type BusboyHeaders } from "@fastify/busboy";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { HttpError } from "./errors.ts";
+import { fieldText, FormDataError, multipartBoundary, splitFormData, type FormPart } from "./form-data.ts";
 import { FIELD_SIZE_LIMIT, MAX_BATCH } from "./limits.ts";
 
 declare module "fastify" {
@@ -50,67 +50,51 @@ function isMultipart(request: FastifyRequest): boolean {
  * Multipart bodies become plain key/values before validation (files as Buffers, repeated names
  * as arrays in the order sent), so route schemas validate them as they would JSON. The body is
  * read whole under fastify's bodyLimit (from Content-Length up front, and while reading a
- * chunked upload) and then split by busboy in one call, which for the small requests a click
- * sends costs less than a stream per part (the server's own time per request in
- * `bench/http.ts`). A body that cannot be split is the client's error.
+ * chunked upload) and then split in place (form-data.ts). A body that cannot be split is the
+ * client's error.
  */
 export function registerMultipart(app: FastifyInstance, bodyLimit: number): void {
   app.addHook("onRequest", async (request) => {
     if (Number(request.headers["content-length"] ?? 0) > bodyLimit) throw tooLarge(bodyLimit);
   });
   app.addContentTypeParser("multipart/form-data", { parseAs: "buffer", bodyLimit }, (request, body, done) => {
-    splitParts(request, body as Buffer).then(
-      (fields) => done(null, fields),
-      (err: Error) => done(err, undefined),
-    );
+    try {
+      done(null, formFields(request, body as Buffer));
+    } catch (err) {
+      done(err as Error, undefined);
+    }
   });
 }
 
-function splitParts(request: FastifyRequest, body: Buffer): Promise<Record<string, unknown>> {
+function formFields(request: FastifyRequest, body: Buffer): Record<string, unknown> {
   const fieldSize = request.routeOptions.config.multipartFieldSize ?? FIELD_SIZE_LIMIT;
-  return new Promise((resolve, reject) => {
-    const values = new Map<string, unknown[]>();
-    const add = (name: string, value: unknown) => values.set(name, [...(values.get(name) ?? []), value]);
-    // The first problem ends the request; busboy may go on emitting parts (or, once a limit has
-    // stopped it, nothing at all), which are then ignored.
-    let settled = false;
-    const fail = (err: HttpError) => {
-      if (!settled) reject(err);
-      settled = true;
-    };
-    const unreadable = (err: unknown) =>
-      new HttpError("REQUEST_INVALID", `the multipart body cannot be read (${(err as Error).message}); send well-formed multipart/form-data`);
-    let parser: ReturnType<typeof Busboy>;
-    try {
-      parser = Busboy({
-        headers: request.headers as BusboyHeaders,
-        limits: { files: MAX_BATCH, fields: MAX_BATCH + 8, fieldSize, parts: 2 * MAX_BATCH + 8 },
-      });
-    } catch (err) {
-      // A multipart Content-Type without a boundary.
-      fail(unreadable(err));
-      return;
+  let parts: FormPart[];
+  try {
+    parts = splitFormData(body, multipartBoundary(request.headers["content-type"] ?? ""), 2 * MAX_BATCH + 8);
+  } catch (err) {
+    if (!(err instanceof FormDataError)) throw err;
+    throw new HttpError(
+      "REQUEST_INVALID",
+      `the multipart body cannot be used (${err.message}); send well-formed multipart/form-data with at most ${MAX_BATCH} images and their fields`,
+    );
+  }
+  const files = parts.filter((p) => p.filename !== undefined);
+  if (files.length > MAX_BATCH) throw new HttpError("REQUEST_INVALID", `too many files: at most ${MAX_BATCH} images per request`);
+  if (parts.length - files.length > MAX_BATCH + 8) throw new HttpError("REQUEST_INVALID", `too many form fields: at most ${MAX_BATCH + 8}`);
+  const values = new Map<string, unknown[]>();
+  for (const part of parts) {
+    if (part.filename === undefined && part.data.length > fieldSize) {
+      throw new HttpError("REQUEST_TOO_LARGE", `the form field "${part.name}" is over ${fieldSize} bytes; send less in it`);
     }
-    parser.on("file", (name, stream) => {
-      const chunks: Buffer[] = [];
-      stream.on("data", (chunk: Buffer) => chunks.push(chunk));
-      stream.on("error", (err) => fail(unreadable(err)));
-      stream.on("end", () => add(name, chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)));
-    });
-    parser.on("field", (name, value, _nameTruncated, valueTruncated) => {
-      if (valueTruncated) fail(new HttpError("REQUEST_TOO_LARGE", `the form field "${name}" is over ${fieldSize} bytes; send less in it`));
-      else add(name, value);
-    });
-    parser.on("filesLimit", () => fail(new HttpError("REQUEST_INVALID", `too many files: at most ${MAX_BATCH} images per request`)));
-    parser.on("fieldsLimit", () => fail(new HttpError("REQUEST_INVALID", "too many form fields")));
-    parser.on("partsLimit", () => fail(new HttpError("REQUEST_INVALID", "too many multipart parts")));
-    parser.on("error", (err) => fail(unreadable(err)));
-    parser.on("finish", () => {
-      if (!settled) resolve(Object.fromEntries([...values].map(([name, list]) => [name, list.length === 1 ? list[0] : list])));
-      settled = true;
-    });
-    parser.end(body);
-  });
+    let value: unknown;
+    try {
+      value = part.filename === undefined ? fieldText(part) : part.data;
+    } catch (err) {
+      throw new HttpError("REQUEST_INVALID", (err as Error).message);
+    }
+    values.set(part.name, [...(values.get(part.name) ?? []), value]);
+  }
+  return Object.fromEntries([...values].map(([name, list]) => [name, list.length === 1 ? list[0] : list]));
 }
 
 /** For routes that only take multipart: anything else is a 415, not a confusing schema error. */

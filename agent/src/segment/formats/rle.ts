@@ -40,16 +40,19 @@ export function decodeRle(rle: CocoRle | UncompressedCocoRle): BinaryMask {
  * above (four pixels at a time where the rows are 4-byte aligned) and only the pixels that differ
  * become change points, kept as column-major positions; sorted, their gaps are the runs. Outside
  * the box every pixel is 0, so only its rows (and the row below it) and its columns can differ
- * from the row above.
+ * from the row above. The change points arrive row by row, so each column's are already in
+ * order: counting them per column orders them all without a comparison sort.
  */
 function columnMajorRuns(mask: BinaryMask, [bx, by, bw, bh]: BBox): number[] {
   const { width, height, data } = mask;
+  // Each change point as its column and its column-major position.
+  const columns: number[] = [];
   const changes: number[] = [];
   // Column tops: the pixel before (x, 0) in column-major order is the bottom of column x - 1,
   // and before the first column a run of 0s.
   for (let x = 0; x < width; x++) {
     const before = x === 0 ? 0 : data[(height - 1) * width + x - 1]! ? 1 : 0;
-    if ((data[x]! ? 1 : 0) !== before) changes.push(x * height);
+    if ((data[x]! ? 1 : 0) !== before) columns.push(x), changes.push(x * height);
   }
   const words = width % 4 === 0 && data.byteOffset % 4 === 0 ? new Uint32Array(data.buffer, data.byteOffset, data.length / 4) : undefined;
   const rowWords = width / 4;
@@ -60,16 +63,20 @@ function columnMajorRuns(mask: BinaryMask, [bx, by, bw, bh]: BBox): number[] {
       for (let w = bx >> 2, wEnd = (bx + bw + 3) >> 2; w < wEnd; w++) {
         if (words[w0 + w] === words[w0 + w - rowWords]) continue;
         for (let x = w * 4; x < w * 4 + 4; x++) {
-          if ((data[row + x]! ? 1 : 0) !== (data[row + x - width]! ? 1 : 0)) changes.push(x * height + y);
+          if ((data[row + x]! ? 1 : 0) !== (data[row + x - width]! ? 1 : 0)) columns.push(x), changes.push(x * height + y);
         }
       }
     } else {
       for (let x = bx; x < bx + bw; x++) {
-        if ((data[row + x]! ? 1 : 0) !== (data[row + x - width]! ? 1 : 0)) changes.push(x * height + y);
+        if ((data[row + x]! ? 1 : 0) !== (data[row + x - width]! ? 1 : 0)) columns.push(x), changes.push(x * height + y);
       }
     }
   }
-  const sorted = Float64Array.from(changes).sort();
+  const next = new Uint32Array(width + 1);
+  for (const x of columns) next[x + 1]!++;
+  for (let x = 0; x < width; x++) next[x + 1]! += next[x]!;
+  const sorted = new Float64Array(changes.length);
+  for (let i = 0; i < changes.length; i++) sorted[next[columns[i]!]!++] = changes[i]!;
   const runs: number[] = [];
   let last = 0;
   for (const p of sorted) {

@@ -93,7 +93,9 @@ function columnMajorRuns(mask: BinaryMask, [bx, by, bw, bh]: BBox): number[] {
  * "more follows" bit, offset into the printable range by 48.
  */
 function runsToString(runs: readonly number[]): string {
-  let out = "";
+  // At most MAX_GROUPS_PER_RUN characters per run, written as bytes and read as one string.
+  const out = Buffer.allocUnsafe(runs.length * MAX_GROUPS_PER_RUN);
+  let n = 0;
   for (let i = 0; i < runs.length; i++) {
     let x = runs[i]! - (i > 2 ? runs[i - 2]! : 0);
     let more = true;
@@ -103,10 +105,10 @@ function runsToString(runs: readonly number[]): string {
       x >>= 5;
       more = c & 0x10 ? x !== -1 : x !== 0;
       if (more) c |= 0x20;
-      out += String.fromCharCode(c + 48);
+      out[n++] = c + 48;
     }
   }
-  return out;
+  return out.toString("latin1", 0, n);
 }
 
 /** A 100-megapixel count needs 6 groups of 5 bits; more than this is hostile input, not a mask. */

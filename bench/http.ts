@@ -14,7 +14,11 @@
  *   client library's own work. in_process_with_answer_ms adds what the route does after the
  *   engine (mask PNG, RLE), and in_server_request_ms is the server's own time per request
  *   (headers in to response written), to show where the difference goes: what the minimal
- *   client's time adds to it is the two processes' wake-ups and the transfer;
+ *   client's time adds to it is the two processes' wake-ups and the transfer. A bare fastify
+ *   route in the same process (multipart, the engine call and the same answer; no auth,
+ *   schemas or metrics), called by the same minimal client in the same blocks, is the floor
+ *   the API's own code stands on: `api_over_bare_route_ms` is the median of the paired
+ *   differences (the API's i-th request minus the bare route's i-th);
  * - load: C concurrent clients for S seconds on the same cached request (autocannon): errors
  *   and non-2xx (0 wanted), p99, and the server's RSS before and after (within 10%), "before"
  *   being after a warm-up of S/6 seconds of the same load.
@@ -26,7 +30,10 @@ import { connect, type Socket } from "node:net";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import autocannon from "autocannon";
+import Fastify from "fastify";
 import { BUNDLED_MODEL_DIR } from "../agent/src/cli.ts";
+import { DEFAULT_BODY_LIMIT } from "../agent/src/http/limits.ts";
+import { registerMultipart } from "../agent/src/http/multipart.ts";
 import { startServer } from "../agent/src/http/server.ts";
 import { SamModel } from "../agent/src/model/sam-model.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
@@ -128,6 +135,14 @@ if (values.serve) {
     res.once("finish", () => requests.push(performance.now() - start));
   });
   const bytes = await readFile(IMAGE);
+  const bare = Fastify({ bodyLimit: DEFAULT_BODY_LIMIT });
+  registerMultipart(bare, DEFAULT_BODY_LIMIT);
+  bare.post("/bare", async (request) => {
+    const body = request.body as { image: Buffer; points: string };
+    const best = (await engine.segment(body.image, { points: JSON.parse(body.points) })).masks[0]!;
+    return { mask: await maskToPngBase64(best.mask, best.bbox), bbox: best.bbox, confidence: best.confidence, rle: encodeRle(best.mask, best.bbox) };
+  });
+  await bare.listen({ host: "127.0.0.1", port: 0 });
   process.on("message", (runs: number) => {
     timeInProcess(engine, bytes, runs).then(
       (times) => {
@@ -141,7 +156,7 @@ if (values.serve) {
       },
     );
   });
-  process.stdout.write(`${url}\n`);
+  process.stdout.write(`${url} http://127.0.0.1:${(bare.server.address() as { port: number }).port}/bare\n`);
 } else {
   await bench();
 }
@@ -188,8 +203,8 @@ async function bench(): Promise<void> {
 
   const child = spawn(process.execPath, ["--import", "tsx", fileURLToPath(import.meta.url), dir, "--serve"], { stdio: ["ignore", "pipe", "inherit", "ipc"] });
   try {
-    const url = await new Promise<string>((resolve, reject) => {
-      child.stdout!.once("data", (d: Buffer) => resolve(d.toString().trim()));
+    const [url, bareUrl] = await new Promise<[string, string]>((resolve, reject) => {
+      child.stdout!.once("data", (d: Buffer) => resolve(d.toString().trim().split(" ") as [string, string]));
       child.once("exit", (code) => reject(new Error(`the server exited (${code}) before listening`)));
     });
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
@@ -206,7 +221,8 @@ async function bench(): Promise<void> {
         req.end(body);
       });
     const minimal = await MinimalClient.connect(target, headers, body);
-    const clients = { minimal: () => minimal.post(), node_http: viaNodeHttp };
+    const bareRoute = await MinimalClient.connect(new URL(bareUrl), headers, body);
+    const clients = { minimal: () => minimal.post(), node_http: viaNodeHttp, bare_route: () => bareRoute.post() };
 
     const inServer = (runs: number) =>
       new Promise<InProcessTimes>((resolve, reject) => {
@@ -224,7 +240,7 @@ async function bench(): Promise<void> {
 
     const inProcess: number[] = [];
     const withAnswer: number[] = [];
-    const loopback: Record<keyof typeof clients, number[]> = { minimal: [], node_http: [] };
+    const loopback: Record<keyof typeof clients, number[]> = { minimal: [], node_http: [], bare_route: [] };
     const inServerRequests: number[] = [];
     // Alternating blocks, so drift in the machine's load (other jobs, thermal) hits both sides
     // alike. The in-process calls run in the server's own process on its own engine (asked for
@@ -245,6 +261,7 @@ async function bench(): Promise<void> {
     }
     agent.destroy();
     minimal.close();
+    bareRoute.close();
     // Zero engine runs: only the last block's request times.
     inServerRequests.push(...(await inServer(0)).requests);
 
@@ -263,6 +280,7 @@ async function bench(): Promise<void> {
       in_server_request_ms: median(inServerRequests),
       loopback_minimal_ms: median(loopback.minimal),
       loopback_node_http_ms: median(loopback.node_http),
+      loopback_bare_route_ms: median(loopback.bare_route),
     };
     const ratio = (ms: number) => {
       const value = ms / p50.in_process_ms;
@@ -277,6 +295,7 @@ async function bench(): Promise<void> {
           runs,
           p50_ms: Object.fromEntries(Object.entries(p50).map(([k, v]) => [k, Math.round(v * 100) / 100])),
           loopback_over_in_process: { minimal: ratio(p50.loopback_minimal_ms), node_http: ratio(p50.loopback_node_http_ms) },
+          api_over_bare_route_ms: Math.round(median(loopback.minimal.map((ms, i) => ms - loopback.bare_route[i]!)) * 100) / 100,
           load: {
             connections: Number(values.connections),
             duration_s: Number(values.duration),

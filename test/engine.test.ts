@@ -81,6 +81,21 @@ describe("segmentation engine on the bundled model", () => {
     expect(forced.masks).toHaveLength(1);
   });
 
+  it("bestOnly gives the best candidate alone, the same as the first of all of them, in every scene", async () => {
+    for (const scene of scenes.values()) {
+      for (const obj of scene.objects) {
+        const prompt = { points: [{ x: obj.click[0], y: obj.click[1], label: 1 as const }] };
+        const all = await engine.segment(scene.bytes, prompt);
+        const best = await engine.segment(scene.bytes, prompt, { bestOnly: true });
+        expect(best.masks).toHaveLength(1);
+        const { mask: expectedMask, lowRes: _a, ...expected } = all.masks[0]!;
+        const { mask: gotMask, lowRes: _b, ...got } = best.masks[0]!;
+        expect(got).toEqual(expected);
+        expect(Buffer.from(gotMask.data).equals(Buffer.from(expectedMask.data))).toBe(true);
+      }
+    }
+  });
+
   it("a negative click takes away from the region it lands on", async () => {
     const scene = scenes.get("small")!;
     // A box that takes in object 1 and part of its neighbour, then a click on the neighbour.

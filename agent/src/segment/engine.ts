@@ -50,6 +50,11 @@ export interface SegmentOptions {
    * rule: multimask for a lone click (it is ambiguous), single mask for anything more.
    */
   multimask?: boolean;
+  /**
+   * Threshold and return only the best candidate (by predicted IoU), for callers that use
+   * masks[0] alone: the others' full-size passes are skipped.
+   */
+  bestOnly?: boolean;
 }
 
 export interface EngineOptions {
@@ -129,7 +134,7 @@ export class SegmentEngine {
       origSize: { width: emb.width, height: emb.height },
     });
     const t1 = now();
-    const masks = this.pickMasks(emb, out, 0, multimask);
+    const masks = this.pickMasks(emb, out, 0, multimask, options.bestOnly);
     const t2 = now();
     return {
       width: emb.width,
@@ -145,9 +150,10 @@ export class SegmentEngine {
    * index 0 is the single-mask answer and 1..3 the multimask answers; exports that return one
    * mask have only index 0.
    */
-  pickMasks(emb: ImageEmbedding, out: Awaited<ReturnType<SamModel["decode"]>>, b: number, multimask: boolean): MaskResult[] {
+  pickMasks(emb: ImageEmbedding, out: Awaited<ReturnType<SamModel["decode"]>>, b: number, multimask: boolean, bestOnly = false): MaskResult[] {
     const m = out.masksPerPrompt;
-    const candidates = multimask && m > 1 ? Array.from({ length: m - 1 }, (_, i) => i + 1) : [0];
+    let candidates = multimask && m > 1 ? Array.from({ length: m - 1 }, (_, i) => i + 1) : [0];
+    if (bestOnly) candidates = [candidates.reduce((best, k) => (out.scores[b * m + k]! > out.scores[b * m + best]! ? k : best))];
     const lowSide = out.lowRes.dims[3] ?? LOW_RES;
     const lowData = out.lowRes.data as Float32Array;
     const results = candidates.map((k) => {

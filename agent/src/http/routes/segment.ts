@@ -111,7 +111,8 @@ export function registerSegmentRoutes(app: FastifyInstance, ctx: RouteContext): 
         items,
         async (bytes, index): Promise<InteractiveResult> => {
           const start = performance.now();
-          const seg = await engine.segment(bytes, prompts[index]!, multimask === undefined ? {} : { multimask });
+          // Without multimask=true the answer is the best candidate alone.
+          const seg = await engine.segment(bytes, prompts[index]!, { ...(multimask === undefined ? {} : { multimask }), bestOnly: !multimask });
           ctx.metrics.observeTimings(seg.timings);
           const t = performance.now();
           const best = seg.masks[0]!;

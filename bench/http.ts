@@ -21,7 +21,9 @@
  *   differences (the API's i-th request minus the bare route's i-th);
  * - load: C concurrent clients for S seconds on the same cached request (autocannon): errors
  *   and non-2xx (0 wanted), p99, and the server's RSS before and after (within 10%), "before"
- *   being after a warm-up of S/6 seconds of the same load.
+ *   being a warm server's: stretches of S/6 seconds of the same load repeat until one grows
+ *   RSS by less than 2% (at most 6; `warmup_rss_mb` lists RSS after each, so a server that
+ *   never settles shows as one).
  */
 import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
@@ -265,12 +267,18 @@ async function bench(): Promise<void> {
     // Zero engine runs: only the last block's request times.
     inServerRequests.push(...(await inServer(0)).requests);
 
-    // RSS is compared from a warm server: a first stretch of the same load settles what 50
-    // connections allocate once (sockets, parser buffers, onnxruntime's arena at its peak).
+    // RSS is compared from a warm server: what 50 connections allocate once (sockets, parser
+    // buffers, onnxruntime's arena at its peak, the heap the garbage collector settles on) takes
+    // longer to reach the fewer bytes each request allocates, so the warm-up lasts until it has.
     const load = (duration: number) =>
       autocannon({ url: `${url}/v1/segment/interactive`, method: "POST", headers, body, connections: Number(values.connections), duration });
-    await load(Math.max(1, Math.round(Number(values.duration) / 6)));
-    const rssBefore = await serverRss(url);
+    const warmupRss = [await serverRss(url)];
+    for (let stretch = 0; stretch < 6; stretch++) {
+      await load(Math.max(1, Math.round(Number(values.duration) / 6)));
+      warmupRss.push(await serverRss(url));
+      if (warmupRss.at(-1)! <= warmupRss.at(-2)! * 1.02) break;
+    }
+    const rssBefore = warmupRss.at(-1)!;
     const result = await load(Number(values.duration));
     const rssAfter = await serverRss(url);
 
@@ -305,6 +313,7 @@ async function bench(): Promise<void> {
             timeouts: result.timeouts,
             non_2xx: result.non2xx,
             latency_ms: { p50: result.latency.p50, p99: result.latency.p99, max: result.latency.max },
+            warmup_rss_mb: warmupRss.slice(1).map((rss) => Math.round(rss / 1e5) / 10),
             rss_before_mb: Math.round(rssBefore / 1e5) / 10,
             rss_after_mb: Math.round(rssAfter / 1e5) / 10,
             rss_after_over_before: { value: Math.round(rssRatio * 1000) / 1000, budget: 1.1, over_budget: rssRatio > 1.1 },

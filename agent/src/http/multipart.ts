@@ -90,7 +90,8 @@ function formFields(request: FastifyRequest, body: Buffer): Record<string, unkno
     try {
       value = part.filename === undefined ? fieldText(part) : part.data;
     } catch (err) {
-      throw new HttpError("REQUEST_INVALID", (err as Error).message);
+      if (!(err instanceof FormDataError)) throw err;
+      throw new HttpError("REQUEST_INVALID", err.message);
     }
     values.set(part.name, [...(values.get(part.name) ?? []), value]);
   }

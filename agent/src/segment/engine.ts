@@ -38,7 +38,7 @@ export interface Timings {
 export interface SegmentResult {
   width: number;
   height: number;
-  /** Best first. One mask unless the prompt was a lone click (or `multimask` was asked). */
+  /** Best first. One mask unless the prompt was a lone click (or `multimask` was asked), and one with `bestOnly`. */
   masks: MaskResult[];
   cached: boolean;
   timings: Timings;

@@ -5,9 +5,9 @@ import type { BBox, BinaryMask } from "../mask.ts";
  * runs. The data is each row's filter byte (0) followed by one byte per pixel, 0 or 255: runs of
  * two values, which deflate holds as the byte once and then copies of the byte before it
  * (distance 1), as zlib's run-length strategy would. Written here because a run costs a few
- * symbols while a general deflater reads every byte: outside the mask's box everything is 0, so
- * only the box is read (a word at a time) and no image-sized buffer is made, and the Adler-32 checksum is summed
- * per run in closed form.
+ * symbols while a general deflater reads every byte: outside the mask's box everything is 0,
+ * so only the box is read (a word at a time), no image-sized buffer is made, and the Adler-32
+ * checksum is summed per run in closed form.
  */
 export function deflateMaskRows(mask: BinaryMask, [bx, by, bw, bh]: BBox): Buffer {
   const { width, height, data } = mask;
@@ -18,14 +18,15 @@ export function deflateMaskRows(mask: BinaryMask, [bx, by, bw, bh]: BBox): Buffe
   let zerosFrom = 0;
   for (let y = by; y < by + bh; y++) {
     const row = y * width;
-    const rowStart = y * stride + 1 - row;
+    // A pixel's index in the mask plus this is its byte's position in the data (after the filter byte).
+    const toData = y * stride + 1 - row;
     for (let i = row + bx, end = row + bx + bw; i < end; ) {
       const from = scan.nextSet(i, end);
       if (from === end) break;
       i = scan.nextClear(from, end);
-      runs.add(0, rowStart + from - zerosFrom);
+      runs.add(0, toData + from - zerosFrom);
       runs.add(255, i - from);
-      zerosFrom = rowStart + i;
+      zerosFrom = toData + i;
     }
   }
   runs.add(0, stride * height - zerosFrom);

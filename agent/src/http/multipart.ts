@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { HttpError } from "./errors.ts";
 import { fieldText, FormDataError, multipartBoundary, splitFormData, type FormPart } from "./form-data.ts";
-import { FIELD_SIZE_LIMIT, MAX_BATCH } from "./limits.ts";
+import { FIELD_SIZE_LIMIT, MAX_BATCH, MAX_FORM_FIELDS } from "./limits.ts";
 
 declare module "fastify" {
   interface FastifyContextConfig {
@@ -70,7 +70,7 @@ function formFields(request: FastifyRequest, body: Buffer): Record<string, unkno
   const fieldSize = request.routeOptions.config.multipartFieldSize ?? FIELD_SIZE_LIMIT;
   let parts: FormPart[];
   try {
-    parts = splitFormData(body, multipartBoundary(request.headers["content-type"] ?? ""), 2 * MAX_BATCH + 8);
+    parts = splitFormData(body, multipartBoundary(request.headers["content-type"] ?? ""), MAX_BATCH + MAX_FORM_FIELDS);
   } catch (err) {
     if (!(err instanceof FormDataError)) throw err;
     throw new HttpError(
@@ -80,7 +80,7 @@ function formFields(request: FastifyRequest, body: Buffer): Record<string, unkno
   }
   const files = parts.filter((p) => p.filename !== undefined);
   if (files.length > MAX_BATCH) throw new HttpError("REQUEST_INVALID", `too many files: at most ${MAX_BATCH} images per request`);
-  if (parts.length - files.length > MAX_BATCH + 8) throw new HttpError("REQUEST_INVALID", `too many form fields: at most ${MAX_BATCH + 8}`);
+  if (parts.length - files.length > MAX_FORM_FIELDS) throw new HttpError("REQUEST_INVALID", `too many form fields: at most ${MAX_FORM_FIELDS}`);
   const values = new Map<string, unknown[]>();
   for (const part of parts) {
     if (part.filename === undefined && part.data.length > fieldSize) {

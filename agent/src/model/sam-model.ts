@@ -175,7 +175,6 @@ async function openSession(dir: string, file: string, config: SessionConfig, man
   throw new SamEdgeError("MODEL_INVALID", `${path} cannot be loaded by onnxruntime: ${(lastError as Error).message}`, { cause: lastError });
 }
 
-/** An encoder + decoder pair, ready to run. Nothing else in the agent talks to onnxruntime. */
 const MASK_INPUT_SIDE = 256;
 /**
  * The decoder's mask_input when there is none: zeros, shared by every call rather than 256 KB
@@ -183,6 +182,7 @@ const MASK_INPUT_SIDE = 256;
  */
 const NO_MASK_INPUT = new Float32Array(MASK_INPUT_SIDE * MASK_INPUT_SIDE);
 
+/** An encoder + decoder pair, ready to run. Nothing else in the agent talks to onnxruntime. */
 export class SamModel {
   /** Milliseconds spent inside onnxruntime's session.run: benchmarks separate model time from ours. */
   sessionMs = 0;

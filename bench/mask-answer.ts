@@ -20,6 +20,7 @@ import { encodeRle, maskToPng } from "../agent/src/segment/formats/index.ts";
 import { deflateMaskRows } from "../agent/src/segment/formats/mask-deflate.ts";
 import { maskBBox, type BBox, type BinaryMask } from "../agent/src/segment/mask.ts";
 import { thresholdLogits, upsampleLowRes } from "../agent/src/segment/postprocess.ts";
+import { pngRows } from "../test/helpers/png-rows.ts";
 import { loadScene, TINY_SAM_DIR } from "../test/helpers/scenes.ts";
 
 const BLOCKS = 5;
@@ -40,12 +41,6 @@ interface Subject {
   pngRows: Buffer;
 }
 
-/** Each row a 0 filter byte, then 0 or 255 per pixel: what a PNG of the mask deflates. */
-function pngRows({ width, height, data }: BinaryMask): Buffer {
-  const rows = Buffer.alloc((width + 1) * height);
-  for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) if (data[y * width + x]) rows[y * (width + 1) + 1 + x] = 255;
-  return rows;
-}
 const zlibRle = (rows: Buffer) => deflateSync(rows, { level: 1, strategy: zlibConstants.Z_RLE });
 const subjects: Subject[] = [];
 for (const obj of scene.objects) {

@@ -20,6 +20,7 @@ import {
   type Polygon,
 } from "../agent/src/segment/formats/index.ts";
 import { deflateMaskRows } from "../agent/src/segment/formats/mask-deflate.ts";
+import { pngRows } from "./helpers/png-rows.ts";
 
 // ---------- masks built in code ----------
 
@@ -428,13 +429,6 @@ describe("PNG", () => {
     expect((await maskToPng(mask, maskBBox(mask))).equals(await maskToPng(mask))).toBe(true);
   });
 
-  /** The PNG's image data written out byte by byte: each row a 0 filter byte, then 0 or 255 per pixel. */
-  function pngRowsOf(mask: BinaryMask): Buffer {
-    const rows = Buffer.alloc((mask.width + 1) * mask.height);
-    for (let y = 0; y < mask.height; y++) for (let x = 0; x < mask.width; x++) rows[y * (mask.width + 1) + 1 + x] = mask.data[y * mask.width + x] ? 255 : 0;
-    return rows;
-  }
-
   // Runs of 1..5 and around a copy's 258-byte limit, and rows whose runs end at the last pixel.
   const runMasks: Record<string, BinaryMask> = {
     ...FIXTURES,
@@ -452,15 +446,15 @@ describe("PNG", () => {
   it.each(Object.keys(runMasks))("%s: the zlib stream inflates to the rows, with its checksum", (name) => {
     const mask = runMasks[name]!;
     // inflateSync checks the stream's Adler-32 as well as its data.
-    expect(inflateSync(deflateMaskRows(mask, [0, 0, mask.width, mask.height])).equals(pngRowsOf(mask))).toBe(true);
-    expect(inflateSync(deflateMaskRows(mask, maskBBox(mask))).equals(pngRowsOf(mask))).toBe(true);
+    expect(inflateSync(deflateMaskRows(mask, [0, 0, mask.width, mask.height])).equals(pngRows(mask))).toBe(true);
+    expect(inflateSync(deflateMaskRows(mask, maskBBox(mask))).equals(pngRows(mask))).toBe(true);
   });
 
   it.each(["sparseLarge", "largeRing", "largeRingWithIsland", "largeBlobs", "largeOnBorders", "runLengths", "wide", "noiseLarge"])(
     "%s: the stream is within 10%% of the size zlib's run-length deflate writes",
     (name) => {
       const mask = runMasks[name]!;
-      const zlib = deflateSync(pngRowsOf(mask), { level: 1, strategy: zlibConstants.Z_RLE });
+      const zlib = deflateSync(pngRows(mask), { level: 1, strategy: zlibConstants.Z_RLE });
       expect(deflateMaskRows(mask, maskBBox(mask)).length).toBeLessThanOrEqual(Math.ceil(zlib.length * 1.1));
     },
   );

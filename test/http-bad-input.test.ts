@@ -92,6 +92,8 @@ describe("bad input to the local API: the documented 4xx, and the server keeps s
     ["a text/plain body", () => ({ headers: { "content-type": "text/plain" }, body: "image=portrait.jpg" }), 415, "REQUEST_UNSUPPORTED"],
     ["multipart without a boundary", () => ({ headers: { "content-type": "multipart/form-data" }, body: "--xyz\r\n\r\n" }), 400, "REQUEST_INVALID"],
     ["multipart with a broken body", () => ({ headers: { "content-type": "multipart/form-data; boundary=xyz" }, body: "--xyz\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a\"\r\n\r\nabc" }), 400, "REQUEST_INVALID"],
+    ["a multipart part without a name", () => ({ headers: { "content-type": "multipart/form-data; boundary=xyz" }, body: "--xyz\r\nContent-Disposition: form-data; filename=\"a.jpg\"\r\n\r\nabc\r\n--xyz--\r\n" }), 400, "REQUEST_INVALID"],
+    ["a text field in a charset the agent cannot decode", () => ({ headers: { "content-type": "multipart/form-data; boundary=xyz" }, body: "--xyz\r\nContent-Disposition: form-data; name=\"points\"\r\nContent-Type: text/plain; charset=klingon\r\n\r\n[]\r\n--xyz--\r\n" }), 400, "REQUEST_INVALID"],
   ])("interactive with the wrong content type: %s", async (_, init, status, code) => {
     expectError(await request(url + INTERACTIVE, { method: "POST", token: TOKEN, ...init() }), status, code);
     await stillServes();

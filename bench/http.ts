@@ -13,7 +13,8 @@
  *   server's and the wire's; `node_http` is node:http with a keep-alive agent, which adds the
  *   client library's own work. in_process_with_answer_ms adds what the route does after the
  *   engine (mask PNG, RLE), and in_server_request_ms is the server's own time per request
- *   (headers in to response written), to show where the difference goes: what the minimal
+ *   (headers in to response written; in_server_phases_p50_ms splits it into reading the body,
+ *   handling it and writing the answer), to show where the difference goes: what the minimal
  *   client's time adds to it is the two processes' wake-ups and the transfer. A bare fastify
  *   route in the same process (multipart, the engine call and the same answer; no auth,
  *   schemas or metrics), called by the same minimal client in the same blocks, is the floor
@@ -21,9 +22,9 @@
  *   differences (the API's i-th request minus the bare route's i-th);
  * - load: C concurrent clients for S seconds on the same cached request (autocannon): errors
  *   and non-2xx (0 wanted), p99, and the server's RSS before and after (within 10%), "before"
- *   being a warm server's: stretches of S/6 seconds of the same load repeat until one grows
- *   RSS by less than 2% (at most 6; `warmup_rss_mb` lists RSS after each, so a server that
- *   never settles shows as one).
+ *   being a warm server's: stretches of S/6 seconds of the same load repeat until one moves
+ *   RSS by less than 2% either way (at most 6; `warmup_rss_mb` lists RSS after each, so a
+ *   server that never settles shows as one).
  */
 import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
@@ -36,7 +37,7 @@ import Fastify from "fastify";
 import { BUNDLED_MODEL_DIR } from "../agent/src/cli.ts";
 import { DEFAULT_BODY_LIMIT } from "../agent/src/http/limits.ts";
 import { registerMultipart } from "../agent/src/http/multipart.ts";
-import { startServer } from "../agent/src/http/server.ts";
+import { createServer } from "../agent/src/http/server.ts";
 import { SamModel } from "../agent/src/model/sam-model.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
 import { encodeRle, maskToPngBase64 } from "../agent/src/segment/formats/index.ts";
@@ -62,10 +63,21 @@ interface EngineTimes {
   withAnswer: number[];
 }
 
-/** The server's answer over IPC: its engine times, and how long each request since the last
- * ask took, from the request's headers to the response's end. */
+/**
+ * Where a request's time goes in the server, from its headers' arrival: `read` until its body is
+ * read, parsed and authorised (fastify's preValidation), `handle` until the answer is serialised
+ * (onSend: validation, the engine call, the mask's PNG and RLE), `write` until the response is
+ * handed to the kernel ('finish').
+ */
+interface RequestPhases {
+  read: number;
+  handle: number;
+  write: number;
+}
+
+/** The server's answer over IPC: its engine times, and the phases of each request since the last ask. */
 interface InProcessTimes extends EngineTimes {
-  requests: number[];
+  requests: RequestPhases[];
 }
 
 /**
@@ -130,12 +142,28 @@ class MinimalClient {
 
 if (values.serve) {
   const engine = new SegmentEngine(await SamModel.load(dir));
-  const { app, url } = await startServer({ engine, token: TOKEN });
-  let requests: number[] = [];
-  app.server.on("request", (_req, res) => {
-    const start = performance.now();
-    res.once("finish", () => requests.push(performance.now() - start));
+  const app = await createServer({ engine, token: TOKEN });
+  let requests: RequestPhases[] = [];
+  const started = new WeakMap<object, { start: number; parsed?: number; serialised?: number }>();
+  app.server.on("request", (req, res) => {
+    const marks = { start: performance.now() } as { start: number; parsed?: number; serialised?: number };
+    started.set(req, marks);
+    res.once("finish", () => {
+      const end = performance.now();
+      if (marks.parsed === undefined || marks.serialised === undefined) return;
+      requests.push({ read: marks.parsed - marks.start, handle: marks.serialised - marks.parsed, write: end - marks.serialised });
+    });
   });
+  // Callback hooks: async ones would each add a turn of the microtask queue to what they time.
+  app.addHook("preValidation", (request, _reply, done) => {
+    started.get(request.raw)!.parsed = performance.now();
+    done();
+  });
+  app.addHook("onSend", (request, _reply, payload, done) => {
+    started.get(request.raw)!.serialised = performance.now();
+    done(null, payload);
+  });
+  const url = await app.listen({ host: "127.0.0.1", port: 0 });
   const bytes = await readFile(IMAGE);
   const bare = Fastify({ bodyLimit: DEFAULT_BODY_LIMIT });
   registerMultipart(bare, DEFAULT_BODY_LIMIT);
@@ -243,7 +271,7 @@ async function bench(): Promise<void> {
     const inProcess: number[] = [];
     const withAnswer: number[] = [];
     const loopback: Record<keyof typeof clients, number[]> = { minimal: [], node_http: [], bare_route: [] };
-    const inServerRequests: number[] = [];
+    const inServerRequests: RequestPhases[] = [];
     // Alternating blocks, so drift in the machine's load (other jobs, thermal) hits both sides
     // alike. The in-process calls run in the server's own process on its own engine (asked for
     // over IPC), so this process only sends requests and the two sides differ by HTTP alone.
@@ -276,7 +304,9 @@ async function bench(): Promise<void> {
     for (let stretch = 0; stretch < 6; stretch++) {
       await load(Math.max(1, Math.round(Number(values.duration) / 6)));
       warmupRss.push(await serverRss(url));
-      if (warmupRss.at(-1)! <= warmupRss.at(-2)! * 1.02) break;
+      // Settled means neither growing nor shrinking: a stretch whose garbage collection gave
+      // memory back would otherwise leave a low baseline that the next run's usual swing exceeds.
+      if (Math.abs(warmupRss.at(-1)! / warmupRss.at(-2)! - 1) < 0.02) break;
     }
     const rssBefore = warmupRss.at(-1)!;
     const result = await load(Number(values.duration));
@@ -285,7 +315,7 @@ async function bench(): Promise<void> {
     const p50 = {
       in_process_ms: median(inProcess),
       in_process_with_answer_ms: median(withAnswer),
-      in_server_request_ms: median(inServerRequests),
+      in_server_request_ms: median(inServerRequests.map((r) => r.read + r.handle + r.write)),
       loopback_minimal_ms: median(loopback.minimal),
       loopback_node_http_ms: median(loopback.node_http),
       loopback_bare_route_ms: median(loopback.bare_route),
@@ -302,6 +332,7 @@ async function bench(): Promise<void> {
           image: "test/fixtures/scenes/portrait.jpg",
           runs,
           p50_ms: Object.fromEntries(Object.entries(p50).map(([k, v]) => [k, Math.round(v * 100) / 100])),
+          in_server_phases_p50_ms: Object.fromEntries((["read", "handle", "write"] as const).map((k) => [k, Math.round(median(inServerRequests.map((r) => r[k])) * 100) / 100])),
           loopback_over_in_process: { minimal: ratio(p50.loopback_minimal_ms), node_http: ratio(p50.loopback_node_http_ms) },
           api_over_bare_route_ms: Math.round(median(loopback.minimal.map((ms, i) => ms - loopback.bare_route[i]!)) * 100) / 100,
           load: {

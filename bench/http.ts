@@ -19,7 +19,10 @@
  *   route in the same process (multipart, the engine call and the same answer; no auth,
  *   schemas or metrics), called by the same minimal client in the same blocks, is the floor
  *   the API's own code stands on: `api_over_bare_route_ms` is the median of the paired
- *   differences (the API's i-th request minus the bare route's i-th);
+ *   differences (the API's i-th request minus the bare route's i-th). A busy route beside it
+ *   answers the same bytes after a busy wait of BUSY_MS instead of the engine call: its
+ *   overhead (`overhead_p50_ms.busy_route`, its p50 less BUSY_MS) is HTTP's cost with no model
+ *   run beside it, against the API's (`overhead_p50_ms.api`, its p50 less the engine call's);
  * - load: C concurrent clients for S seconds on the same cached request (autocannon): errors
  *   and non-2xx (0 wanted), p99, and the server's RSS before and after (within 10%), "before"
  *   being a warm server's: stretches of S/6 seconds of the same load repeat until one moves
@@ -41,10 +44,13 @@ import { createServer } from "../agent/src/http/server.ts";
 import { SamModel } from "../agent/src/model/sam-model.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
 import { encodeRle, maskToPngBase64 } from "../agent/src/segment/formats/index.ts";
+import type { Point } from "../agent/src/segment/prompts.ts";
 
 const IMAGE = fileURLToPath(new URL("../test/fixtures/scenes/portrait.jpg", import.meta.url));
 const CLICK = { x: 240, y: 320, label: 1 as const };
 const TOKEN = "bench-token";
+/** The busy route's stand-in for the engine call: about the bundled model's click here. */
+const BUSY_MS = 9;
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -167,10 +173,20 @@ if (values.serve) {
   const bytes = await readFile(IMAGE);
   const bare = Fastify({ bodyLimit: DEFAULT_BODY_LIMIT });
   registerMultipart(bare, DEFAULT_BODY_LIMIT);
+  const bareAnswer = async (image: Buffer, points: Point[]) => {
+    const best = (await engine.segment(image, { points }, { bestOnly: true })).masks[0]!;
+    return { mask: await maskToPngBase64(best.mask, best.bbox), bbox: best.bbox, confidence: best.confidence, rle: encodeRle(best.mask, best.bbox) };
+  };
   bare.post("/bare", async (request) => {
     const body = request.body as { image: Buffer; points: string };
-    const best = (await engine.segment(body.image, { points: JSON.parse(body.points) }, { bestOnly: true })).masks[0]!;
-    return { mask: await maskToPngBase64(best.mask, best.bbox), bbox: best.bbox, confidence: best.confidence, rle: encodeRle(best.mask, best.bbox) };
+    return bareAnswer(body.image, JSON.parse(body.points) as Point[]);
+  });
+  // The bare route with the engine call and the answer's encoding swapped for a busy wait of
+  // about the engine's time and an answer made once: HTTP's cost with no model run beside it.
+  const answerOnce = await bareAnswer(bytes, [CLICK]);
+  bare.post("/busy", async () => {
+    for (const until = performance.now() + BUSY_MS; performance.now() < until; );
+    return answerOnce;
   });
   await bare.listen({ host: "127.0.0.1", port: 0 });
   process.on("message", (runs: number) => {
@@ -186,7 +202,7 @@ if (values.serve) {
       },
     );
   });
-  process.stdout.write(`${url} http://127.0.0.1:${(bare.server.address() as { port: number }).port}/bare\n`);
+  process.stdout.write(`${url} http://127.0.0.1:${(bare.server.address() as { port: number }).port}\n`);
 } else {
   await bench();
 }
@@ -251,8 +267,9 @@ async function bench(): Promise<void> {
         req.end(body);
       });
     const minimal = await MinimalClient.connect(target, headers, body);
-    const bareRoute = await MinimalClient.connect(new URL(bareUrl), headers, body);
-    const clients = { minimal: () => minimal.post(), node_http: viaNodeHttp, bare_route: () => bareRoute.post() };
+    const bareRoute = await MinimalClient.connect(new URL(`${bareUrl}/bare`), headers, body);
+    const busyRoute = await MinimalClient.connect(new URL(`${bareUrl}/busy`), headers, body);
+    const clients = { minimal: () => minimal.post(), node_http: viaNodeHttp, bare_route: () => bareRoute.post(), busy_route: () => busyRoute.post() };
 
     const inServer = (runs: number) =>
       new Promise<InProcessTimes>((resolve, reject) => {
@@ -270,7 +287,7 @@ async function bench(): Promise<void> {
 
     const inProcess: number[] = [];
     const withAnswer: number[] = [];
-    const loopback: Record<keyof typeof clients, number[]> = { minimal: [], node_http: [], bare_route: [] };
+    const loopback: Record<keyof typeof clients, number[]> = { minimal: [], node_http: [], bare_route: [], busy_route: [] };
     const inServerRequests: RequestPhases[] = [];
     // Alternating blocks, so drift in the machine's load (other jobs, thermal) hits both sides
     // alike. The in-process calls run in the server's own process on its own engine (asked for
@@ -292,6 +309,7 @@ async function bench(): Promise<void> {
     agent.destroy();
     minimal.close();
     bareRoute.close();
+    busyRoute.close();
     // Zero engine runs: only the last block's request times.
     inServerRequests.push(...(await inServer(0)).requests);
 
@@ -319,6 +337,7 @@ async function bench(): Promise<void> {
       loopback_minimal_ms: median(loopback.minimal),
       loopback_node_http_ms: median(loopback.node_http),
       loopback_bare_route_ms: median(loopback.bare_route),
+      loopback_busy_route_ms: median(loopback.busy_route),
     };
     const ratio = (ms: number) => {
       const value = ms / p50.in_process_ms;
@@ -335,6 +354,10 @@ async function bench(): Promise<void> {
           in_server_phases_p50_ms: Object.fromEntries((["read", "handle", "write"] as const).map((k) => [k, Math.round(median(inServerRequests.map((r) => r[k])) * 100) / 100])),
           loopback_over_in_process: { minimal: ratio(p50.loopback_minimal_ms), node_http: ratio(p50.loopback_node_http_ms) },
           api_over_bare_route_ms: Math.round(median(loopback.minimal.map((ms, i) => ms - loopback.bare_route[i]!)) * 100) / 100,
+          overhead_p50_ms: {
+            api: Math.round((p50.loopback_minimal_ms - p50.in_process_ms) * 100) / 100,
+            busy_route: Math.round((p50.loopback_busy_route_ms - BUSY_MS) * 100) / 100,
+          },
           load: {
             connections: Number(values.connections),
             duration_s: Number(values.duration),

@@ -150,13 +150,14 @@ if (values.serve) {
   const engine = new SegmentEngine(await SamModel.load(dir));
   const app = await createServer({ engine, token: TOKEN });
   let requests: RequestPhases[] = [];
-  const started = new WeakMap<object, { start: number; parsed?: number; serialised?: number }>();
+  const started = new WeakMap<object, { start: number; parsed: number; serialised: number }>();
   app.server.on("request", (req, res) => {
-    const marks = { start: performance.now() } as { start: number; parsed?: number; serialised?: number };
+    const marks = { start: performance.now(), parsed: Number.NaN, serialised: Number.NaN };
     started.set(req, marks);
     res.once("finish", () => {
       const end = performance.now();
-      if (marks.parsed === undefined || marks.serialised === undefined) return;
+      // A request refused before validation (none here) has no phases to split.
+      if (Number.isNaN(marks.parsed + marks.serialised)) return;
       requests.push({ read: marks.parsed - marks.start, handle: marks.serialised - marks.parsed, write: end - marks.serialised });
     });
   });

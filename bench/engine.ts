@@ -23,14 +23,10 @@ import { BUNDLED_MODEL_DIR } from "../agent/src/cli.ts";
 import { SamModel } from "../agent/src/model/sam-model.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
 import { segmentEverything } from "../agent/src/segment/everything.ts";
+import { median } from "./stats.ts";
 
 const IMAGE = fileURLToPath(new URL("../test/fixtures/scenes/portrait.jpg", import.meta.url));
 const CLICK = { x: 240, y: 320, label: 1 as const };
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,

@@ -45,10 +45,12 @@ import { SamModel } from "../agent/src/model/sam-model.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
 import { encodeRle, maskToPngBase64 } from "../agent/src/segment/formats/index.ts";
 import type { Point } from "../agent/src/segment/prompts.ts";
+import { median } from "./stats.ts";
 
 const IMAGE = fileURLToPath(new URL("../test/fixtures/scenes/portrait.jpg", import.meta.url));
 const CLICK = { x: 240, y: 320, label: 1 as const };
 const TOKEN = "bench-token";
+const hundredths = (ms: number): number => Math.round(ms * 100) / 100;
 /** The busy route's stand-in for the engine call: about the bundled model's click here. */
 const BUSY_MS = 9;
 
@@ -226,11 +228,6 @@ async function timeInProcess(engine: SegmentEngine, bytes: Buffer, runs: number)
   return times;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
-
 async function serverRss(url: string): Promise<number> {
   const text = await (await fetch(`${url}/metrics`, { headers: { Authorization: `Bearer ${TOKEN}` } })).text();
   return Number(/^process_resident_memory_bytes (\d+)/m.exec(text)?.[1]);
@@ -351,13 +348,13 @@ async function bench(): Promise<void> {
           model: dir,
           image: "test/fixtures/scenes/portrait.jpg",
           runs,
-          p50_ms: Object.fromEntries(Object.entries(p50).map(([k, v]) => [k, Math.round(v * 100) / 100])),
-          in_server_phases_p50_ms: Object.fromEntries((["read", "handle", "write"] as const).map((k) => [k, Math.round(median(inServerRequests.map((r) => r[k])) * 100) / 100])),
+          p50_ms: Object.fromEntries(Object.entries(p50).map(([k, v]) => [k, hundredths(v)])),
+          in_server_phases_p50_ms: Object.fromEntries((["read", "handle", "write"] as const).map((k) => [k, hundredths(median(inServerRequests.map((r) => r[k])))])),
           loopback_over_in_process: { minimal: ratio(p50.loopback_minimal_ms), node_http: ratio(p50.loopback_node_http_ms) },
-          api_over_bare_route_ms: Math.round(median(loopback.minimal.map((ms, i) => ms - loopback.bare_route[i]!)) * 100) / 100,
+          api_over_bare_route_ms: hundredths(median(loopback.minimal.map((ms, i) => ms - loopback.bare_route[i]!))),
           overhead_p50_ms: {
-            api: Math.round((p50.loopback_minimal_ms - p50.in_process_ms) * 100) / 100,
-            busy_route: Math.round((p50.loopback_busy_route_ms - BUSY_MS) * 100) / 100,
+            api: hundredths(p50.loopback_minimal_ms - p50.in_process_ms),
+            busy_route: hundredths(p50.loopback_busy_route_ms - BUSY_MS),
           },
           load: {
             connections: Number(values.connections),

@@ -22,6 +22,7 @@ import { maskBBox, type BBox, type BinaryMask } from "../agent/src/segment/mask.
 import { thresholdLogits, upsampleLowRes } from "../agent/src/segment/postprocess.ts";
 import { pngRows } from "../test/helpers/png-rows.ts";
 import { loadScene, TINY_SAM_DIR } from "../test/helpers/scenes.ts";
+import { median } from "./stats.ts";
 
 const BLOCKS = 5;
 const { values, positionals } = parseArgs({ allowPositionals: true, options: { runs: { type: "string", default: "40" } } });
@@ -75,7 +76,6 @@ for (let block = 0; block < BLOCKS; block++) {
     }
   }
 }
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 const p50 = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)])) as Record<Step, number>;
 const ratio = (a: number, b: number) => Math.round((a / b) * 1000) / 1000;
 console.log(

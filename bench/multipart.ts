@@ -13,6 +13,7 @@ import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { multipartBoundary, splitFormData } from "../agent/src/http/form-data.ts";
+import { median } from "./stats.ts";
 
 const IMAGE = fileURLToPath(new URL("../test/fixtures/scenes/portrait.jpg", import.meta.url));
 const BLOCKS = 10;
@@ -38,7 +39,6 @@ const parsers = {
   },
 };
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 const result: Record<string, Record<string, number>> = {};
 for (const [name, input] of Object.entries(bodies)) {
   const [ours, theirs] = [await parsers.agent(input), await parsers.node(input)];

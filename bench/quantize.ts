@@ -27,6 +27,7 @@ import { SamModel } from "../agent/src/model/sam-model.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
 import { maskIoU, type BinaryMask } from "../agent/src/segment/mask.ts";
 import { loadScene, SCENES_DIR } from "../test/helpers/scenes.ts";
+import { median } from "./stats.ts";
 
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
@@ -43,11 +44,6 @@ const { values } = parseArgs({
 });
 const runs = Number(values.runs);
 const r = (v: number, digits = 3) => +v.toFixed(digits);
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
 
 function mean(xs: number[]): number {
   return xs.reduce((s, v) => s + v, 0) / xs.length;

@@ -45,6 +45,7 @@ import { SamModel } from "../agent/src/model/sam-model.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
 import { encodeRle, maskToPngBase64 } from "../agent/src/segment/formats/index.ts";
 import type { Point } from "../agent/src/segment/prompts.ts";
+import { encodeForm } from "../test/helpers/form-data.ts";
 import { median } from "./stats.ts";
 
 const IMAGE = fileURLToPath(new URL("../test/fixtures/scenes/portrait.jpg", import.meta.url));
@@ -241,9 +242,8 @@ async function bench(): Promise<void> {
   const form = new FormData();
   form.append("image", new Blob([new Uint8Array(bytes)]), "portrait.jpg");
   form.append("points", JSON.stringify([CLICK]));
-  const encoded = new Response(form);
-  const body = Buffer.from(await encoded.arrayBuffer());
-  const headers = { "content-type": encoded.headers.get("content-type")!, authorization: `Bearer ${TOKEN}` };
+  const { body, contentType } = await encodeForm(form);
+  const headers = { "content-type": contentType, authorization: `Bearer ${TOKEN}` };
 
   const child = spawn(process.execPath, ["--import", "tsx", fileURLToPath(import.meta.url), dir, "--serve"], { stdio: ["ignore", "pipe", "inherit", "ipc"] });
   try {

@@ -13,6 +13,7 @@ import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { multipartBoundary, splitFormData } from "../agent/src/http/form-data.ts";
+import { encodeForm, undiciParts } from "../test/helpers/form-data.ts";
 import { median } from "./stats.ts";
 
 const IMAGE = fileURLToPath(new URL("../test/fixtures/scenes/portrait.jpg", import.meta.url));
@@ -26,17 +27,13 @@ async function encode(images: number): Promise<{ body: Buffer; contentType: stri
   const form = new FormData();
   for (let i = 0; i < images; i++) form.append("image", new Blob([image]), `frame-${i}.jpg`);
   form.append("points", JSON.stringify([{ x: 240, y: 320, label: 1 }]));
-  const response = new Response(form);
-  return { body: Buffer.from(await response.arrayBuffer()), contentType: response.headers.get("content-type")! };
+  return encodeForm(form);
 }
 const bodies = { click: await encode(1), batch_of_10: await encode(10) };
 
 const parsers = {
   agent: async ({ body, contentType }: { body: Buffer; contentType: string }) => splitFormData(body, multipartBoundary(contentType), 100).map((p) => p.data),
-  node: async ({ body, contentType }: { body: Buffer; contentType: string }) => {
-    const form = await new Response(new Uint8Array(body), { headers: { "content-type": contentType } }).formData();
-    return Promise.all([...form.values()].map(async (v) => (typeof v === "string" ? Buffer.from(v) : Buffer.from(await v.arrayBuffer()))));
-  },
+  node: async ({ body, contentType }: { body: Buffer; contentType: string }) => (await undiciParts(body, contentType)).map((p) => p.data),
 };
 
 const result: Record<string, Record<string, number>> = {};

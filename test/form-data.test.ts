@@ -1,22 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { fieldText, FormDataError, multipartBoundary, splitFormData, type FormPart } from "../agent/src/http/form-data.ts";
-
-/** A body as undici (Node's fetch) encodes a FormData, with its Content-Type. */
-async function encode(form: FormData): Promise<{ body: Buffer; contentType: string }> {
-  const response = new Response(form);
-  return { body: Buffer.from(await response.arrayBuffer()), contentType: response.headers.get("content-type")! };
-}
-
-/** The parts as undici's own multipart parser reads them: the reference the split is compared with. */
-async function reference(body: Buffer, contentType: string): Promise<{ name: string; filename?: string; data: Buffer }[]> {
-  const form = await new Response(new Uint8Array(body), { headers: { "content-type": contentType } }).formData();
-  const out: { name: string; filename?: string; data: Buffer }[] = [];
-  for (const [name, value] of form) {
-    if (typeof value === "string") out.push({ name, data: Buffer.from(value) });
-    else out.push({ name, filename: value.name, data: Buffer.from(await value.arrayBuffer()) });
-  }
-  return out;
-}
+import { encodeForm, undiciParts } from "./helpers/form-data.ts";
 
 function split(body: Buffer | string, contentType: string, maxParts = 100): FormPart[] {
   return splitFormData(Buffer.isBuffer(body) ? body : Buffer.from(body, "latin1"), multipartBoundary(contentType), maxParts);
@@ -63,14 +47,14 @@ describe("splitting multipart/form-data", () => {
       },
     ],
   ])("%s: the same parts as undici's parser reads", async (_, build) => {
-    const { body, contentType } = await encode(build());
-    expect(plain(split(body, contentType))).toEqual(await reference(body, contentType));
+    const { body, contentType } = await encodeForm(build());
+    expect(plain(split(body, contentType))).toEqual(await undiciParts(body, contentType));
   });
 
   it("files are views into the body, not copies", async () => {
     const form = new FormData();
     form.append("image", new Blob([binary]), "a.jpg");
-    const { body, contentType } = await encode(form);
+    const { body, contentType } = await encodeForm(form);
     const [part] = split(body, contentType);
     expect(part!.data.buffer).toBe(body.buffer);
     expect(part!.data.equals(binary)).toBe(true);

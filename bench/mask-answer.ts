@@ -9,8 +9,11 @@
  * separate `maskBBox` pass (what finding the box cost before it joined the threshold pass), and
  * the answer's mask PNG and COCO RLE with and without the mask's box (given the box they read
  * only inside it), and the PNG's deflate (mask-deflate.ts, from the mask's runs) next to zlib's
- * run-length deflate of the same image data, with the bytes each writes. Prints JSON medians in milliseconds and the ratios that compare them; the
- * machine is noisy, so compare ratios of one run, not times across runs.
+ * run-length deflate of the same image data, with the bytes each writes. Prints JSON medians in
+ * milliseconds and the ratios that compare them; the machine is noisy, so compare ratios of one
+ * run, not times across runs. Each step runs over the masks back to back, so these are times
+ * with warm caches: in a request, right after a model run, the same steps take longer (the
+ * handle phase of bench/http.ts holds them).
  */
 import { parseArgs } from "node:util";
 import { constants as zlibConstants, deflateSync } from "node:zlib";

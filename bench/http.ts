@@ -47,6 +47,7 @@ import { encodeRle, maskToPngBase64 } from "../agent/src/segment/formats/index.t
 import type { Point } from "../agent/src/segment/prompts.ts";
 import { encodeForm } from "../test/helpers/form-data.ts";
 import { median } from "./stats.ts";
+import { wholeNumber } from "./options.ts";
 
 const IMAGE = fileURLToPath(new URL("../test/fixtures/scenes/portrait.jpg", import.meta.url));
 const CLICK = { x: 240, y: 320, label: 1 as const };
@@ -65,6 +66,10 @@ const { values, positionals } = parseArgs({
   },
 });
 const dir = positionals[0] ?? BUNDLED_MODEL_DIR;
+// The two sides alternate in blocks of 10 runs.
+const runs = wholeNumber("runs", values.runs, 10);
+const duration = wholeNumber("duration", values.duration, 1);
+const connections = wholeNumber("connections", values.connections, 1);
 
 /** Engine calls timed inside the server process, bare and with the answer's PNG and RLE. */
 interface EngineTimes {
@@ -235,7 +240,6 @@ async function serverRss(url: string): Promise<number> {
 }
 
 async function bench(): Promise<void> {
-  const runs = Number(values.runs);
   const bytes = await readFile(IMAGE);
 
   // The body once, as a client would send it; every request repeats it, so the image stays cached.
@@ -314,18 +318,18 @@ async function bench(): Promise<void> {
     // RSS is compared from a warm server: what 50 connections allocate once (sockets, parser
     // buffers, onnxruntime's arena at its peak, the heap the garbage collector settles on) takes
     // longer to reach the fewer bytes each request allocates, so the warm-up lasts until it has.
-    const load = (duration: number) =>
-      autocannon({ url: `${url}/v1/segment/interactive`, method: "POST", headers, body, connections: Number(values.connections), duration });
+    const load = (seconds: number) =>
+      autocannon({ url: `${url}/v1/segment/interactive`, method: "POST", headers, body, connections, duration: seconds });
     const warmupRss = [await serverRss(url)];
     for (let stretch = 0; stretch < 6; stretch++) {
-      await load(Math.max(1, Math.round(Number(values.duration) / 6)));
+      await load(Math.max(1, Math.round(duration / 6)));
       warmupRss.push(await serverRss(url));
       // Settled means neither growing nor shrinking: a stretch whose garbage collection gave
       // memory back would otherwise leave a low baseline that the next run's usual swing exceeds.
       if (Math.abs(warmupRss.at(-1)! / warmupRss.at(-2)! - 1) < 0.02) break;
     }
     const rssBefore = warmupRss.at(-1)!;
-    const result = await load(Number(values.duration));
+    const result = await load(duration);
     const rssAfter = await serverRss(url);
 
     const p50 = {
@@ -357,8 +361,8 @@ async function bench(): Promise<void> {
             busy_route: hundredths(p50.loopback_busy_route_ms - BUSY_MS),
           },
           load: {
-            connections: Number(values.connections),
-            duration_s: Number(values.duration),
+            connections,
+            duration_s: duration,
             requests: result.requests.total,
             requests_per_s: result.requests.average,
             errors: result.errors,

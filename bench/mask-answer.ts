@@ -26,11 +26,11 @@ import { thresholdLogits, upsampleLowRes } from "../agent/src/segment/postproces
 import { pngRows } from "../test/helpers/png-rows.ts";
 import { loadScene, TINY_SAM_DIR } from "../test/helpers/scenes.ts";
 import { median } from "./stats.ts";
+import { wholeNumber } from "./options.ts";
 
 const BLOCKS = 5;
 const { values, positionals } = parseArgs({ allowPositionals: true, options: { runs: { type: "string", default: "40" } } });
-const runs = Number(values.runs);
-if (!Number.isInteger(runs) || runs < BLOCKS) throw new Error(`--runs must be a whole number of at least ${BLOCKS} (got ${values.runs})`);
+const runs = wholeNumber("runs", values.runs, BLOCKS);
 
 const scene = await loadScene(positionals[0] ?? "portrait");
 const model = await SamModel.load(TINY_SAM_DIR);

@@ -20,6 +20,7 @@ import * as ort from "onnxruntime-node";
 import { readManifest, type ModelManifest } from "../agent/src/model/manifest.ts";
 import { DEFAULT_SESSION_CONFIG, sessionOptions } from "../agent/src/model/sam-model.ts";
 import { BUNDLED_MODEL_DIR } from "../agent/src/cli.ts";
+import { wholeNumber } from "./options.ts";
 
 const BUDGET = { encoderMs: 150, decoderMs: 10, totalBytes: 12 * 1000 * 1000 };
 const BLOCKS = 5;
@@ -91,8 +92,7 @@ async function load(dir: string, setting: string): Promise<Subject> {
 }
 
 const { values, positionals } = parseArgs({ allowPositionals: true, options: { runs: { type: "string", default: "20" }, settings: { type: "string", default: "agent" } } });
-const runs = Number(values.runs);
-if (!Number.isInteger(runs) || runs < BLOCKS) throw new Error(`--runs must be a whole number of at least ${BLOCKS} (got ${values.runs})`);
+const runs = wholeNumber("runs", values.runs, BLOCKS);
 const settings = values.settings.split(",");
 const unknown = settings.filter((s) => !(s in SETTINGS));
 if (unknown.length > 0) throw new Error(`--settings: unknown ${unknown.join(", ")} (known: ${Object.keys(SETTINGS).join(", ")})`);

@@ -15,12 +15,12 @@ import { parseArgs } from "node:util";
 import { multipartBoundary, splitFormData } from "../agent/src/http/form-data.ts";
 import { encodeForm, undiciParts } from "../test/helpers/form-data.ts";
 import { median } from "./stats.ts";
+import { wholeNumber } from "./options.ts";
 
 const IMAGE = fileURLToPath(new URL("../test/fixtures/scenes/portrait.jpg", import.meta.url));
 const BLOCKS = 10;
 const { values } = parseArgs({ options: { runs: { type: "string", default: "200" } } });
-const runs = Number(values.runs);
-if (!Number.isInteger(runs) || runs < BLOCKS) throw new Error(`--runs must be a whole number of at least ${BLOCKS} (got ${values.runs})`);
+const runs = wholeNumber("runs", values.runs, BLOCKS);
 
 const image = new Uint8Array(await readFile(IMAGE));
 async function encode(images: number): Promise<{ body: Buffer; contentType: string }> {

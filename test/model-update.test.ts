@@ -10,7 +10,7 @@ import { loadConfig } from "../agent/src/config/load.ts";
 import { startServer } from "../agent/src/http/server.ts";
 import { DEFAULT_SESSION_CONFIG, SamModel } from "../agent/src/model/sam-model.ts";
 import { SELF_TEST_MIN_IOU } from "../agent/src/model/self-test.ts";
-import { ModelUpdater } from "../agent/src/model/updater.ts";
+import { loadStartModel, ModelUpdater } from "../agent/src/model/updater.ts";
 import { createLogger } from "../agent/src/pipeline/log.ts";
 import { EngineSlot } from "../agent/src/segment/engine-slot.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
@@ -407,5 +407,35 @@ describe("EngineSlot", () => {
     await late.close();
     const scene = await loadScene("small");
     await expect(loser.segment(scene.bytes, { points: [{ x: 1, y: 1, label: 1 }] })).rejects.toThrow(/disposed/);
+  });
+});
+
+describe("the active-model record at start", () => {
+  it("a zero-filled or incomplete record is kept aside with a warning, and the start loads model.dir", async () => {
+    const stateDir = await mkdtemp(join(tmpdir(), "sam-edge-active-"));
+    try {
+      for (const [content, reason] of [
+        ["\u0000".repeat(200), /not valid JSON/],
+        ['{"dir":"/etc","name":"x"}', /lacks one of/],
+      ] as const) {
+        await writeFile(join(stateDir, "active-model.json"), content);
+        const logs: string[] = [];
+        const model = await loadStartModel(stateDir, TINY_SAM_DIR, DEFAULT_SESSION_CONFIG, createLogger("info", (l) => logs.push(l)));
+        try {
+          expect(model.dir).toBe(TINY_SAM_DIR);
+        } finally {
+          await model.release();
+        }
+        expect(logs.filter((l) => l.includes("active-model.json"))).toHaveLength(1);
+        expect(logs.join("\n")).toMatch(reason);
+        const files = await readdir(stateDir);
+        expect(files).not.toContain("active-model.json");
+        const kept = files.filter((f) => f.startsWith("active-model.json.corrupt-"));
+        expect(await readFile(join(stateDir, kept.at(-1)!), "utf8")).toBe(content);
+        for (const f of kept) await rm(join(stateDir, f));
+      }
+    } finally {
+      await rm(stateDir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
@@ -51,6 +51,30 @@ describe("circuit breaker and budget", () => {
       expect(JSON.parse(await readFile(join(dir, "cloud-budget.json"), "utf8"))).toEqual({ month: "2026-03", used: 3 });
       now = new Date("2026-04-01T00:00:01Z");
       expect([b.used, b.remaining, b.tryReserve()]).toEqual([0, 3, true]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a torn or hand-edited budget file is kept aside with a warning, and the count starts clean", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "sam-edge-budget-"));
+    try {
+      const now = new Date("2026-03-30T12:00:00Z");
+      for (const [content, reason] of [
+        ["\u0000".repeat(64), /not valid JSON/],
+        ['{"month":"2026-03","used":-4}', /lacks/],
+      ] as const) {
+        await writeFile(join(dir, "cloud-budget.json"), content);
+        const warnings: string[] = [];
+        const budget = new CloudBudget(dir, 3, () => now, (m) => warnings.push(m));
+        expect([budget.used, budget.tryReserve()]).toEqual([0, true]);
+        expect(warnings).toHaveLength(1);
+        expect(warnings[0]).toMatch(reason);
+        const kept = (await readdir(dir)).filter((f) => f.startsWith("cloud-budget.json.corrupt-"));
+        expect(kept.length).toBeGreaterThan(0);
+        expect(await readFile(join(dir, kept.at(-1)!), "utf8")).toBe(content);
+        for (const f of kept) await rm(join(dir, f));
+      }
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

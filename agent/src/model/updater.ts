@@ -1,6 +1,7 @@
 import { readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { Counter, Gauge, type Registry } from "prom-client";
+import { setAsideCorrupt } from "../core/state-file.ts";
 import { isSamEdgeError, SamEdgeError } from "../errors.ts";
 import type { Logger } from "../pipeline/log.ts";
 import type { EngineSlot } from "../segment/engine-slot.ts";
@@ -58,6 +59,30 @@ function errorBody(err: SamEdgeError): { code: string; message: string } {
   return { code: err.code, message: err.message };
 }
 
+/** The last update's record; a torn or hand-edited one is set aside (and reported) so the start goes on clean. */
+async function readActiveRecord(file: string, log: Logger): Promise<ActiveRecord | undefined> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    log.warn(`model: ${file} is unreadable (${(err as Error).message}); starting on model.dir`);
+    return undefined;
+  }
+  let problem: string | undefined;
+  try {
+    const r = JSON.parse(text) as Partial<ActiveRecord> | null;
+    const fields = ["dir", "name", "source", "config_dir", "updated_at"] as const;
+    if (r && typeof r === "object" && fields.every((f) => typeof r[f] === "string")) return r as ActiveRecord;
+    problem = `it lacks one of ${fields.join(", ")}`;
+  } catch (err) {
+    problem = `it is not valid JSON (${(err as Error).message})`;
+  }
+  const kept = await setAsideCorrupt(file);
+  log.warn(`model: ${file} cannot be used: ${problem}; kept as ${kept}, starting on model.dir`);
+  return undefined;
+}
+
 /**
  * Loads the model a start should serve: the last update's when model.dir is still what it was
  * then, else model.dir (the record of the update is then dropped: the config is the newer
@@ -66,13 +91,8 @@ function errorBody(err: SamEdgeError): { code: string; message: string } {
  */
 export async function loadStartModel(stateDir: string, configDir: string, session: SessionConfig, log: Logger): Promise<SamModel> {
   const file = join(stateDir, ACTIVE_FILE);
-  let record: ActiveRecord | undefined;
-  try {
-    record = JSON.parse(await readFile(file, "utf8")) as ActiveRecord;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ENOENT") log.warn(`model: ${file} is unreadable (${(err as Error).message}); starting on model.dir`);
-  }
-  if (record && typeof record.dir === "string" && record.config_dir === resolve(configDir)) {
+  const record = await readActiveRecord(file, log);
+  if (record && record.config_dir === resolve(configDir)) {
     try {
       const model = await SamModel.load(record.dir, session);
       log.info(`model: ${record.name} from the update of ${record.updated_at} (${record.source}), instead of model.dir ${configDir}`);

@@ -115,7 +115,7 @@ export class Controller {
         ? {
             cloud: {
               client: new SamClient({ baseUrl: cloud.base_url, token: cloud.token, timeoutMs: cloud.timeout_ms }),
-              budget: new CloudBudget(config.state_dir, cloud.monthly_budget),
+              budget: new CloudBudget(config.state_dir, cloud.monthly_budget, undefined, (m) => log.warn(m)),
               breaker: new CircuitBreaker(cloud.breaker_failures, cloud.breaker_reset_ms),
               retries: cloud.retries,
               retryBaseMs: cloud.retry_base_ms,
@@ -149,8 +149,11 @@ export class Controller {
       const outbox = await Outbox.open(
         join(config.state_dir, "outbox"),
         { maxMessages: config.mqtt.outbox.max_messages, maxBytes: config.mqtt.outbox.max_bytes, fsync: config.mqtt.outbox.fsync },
-        (message, dropped) => {
-          if (dropped <= 5 || dropped % 100 === 0) log.warn(`outbox full: dropped the oldest message (${message.topic}); ${dropped} dropped since start`);
+        {
+          onDrop: (message, dropped) => {
+            if (dropped <= 5 || dropped % 100 === 0) log.warn(`outbox full: dropped the oldest message (${message.topic}); ${dropped} dropped since start`);
+          },
+          onReject: (file, reason, rejected) => log.warn(`outbox: ${file} can never be sent (${reason}); moved aside, delivery goes on (${rejected} rejected since start)`),
         },
       );
       if (outbox.depth > 0) log.info(`outbox: ${outbox.depth} results from an earlier run wait to be sent`);
@@ -226,7 +229,7 @@ export class Controller {
       // Left out while the model loads, or when it failed to.
       engine: this.slot?.engine?.cacheStats,
       model: this.modelStats(),
-      mqtt: this.publisher && this.outbox ? { connected: this.publisher.connected, outbox: { depth: this.outbox.depth, bytes: this.outbox.bytes, dropped: this.outbox.dropped } } : undefined,
+      mqtt: this.publisher && this.outbox ? { connected: this.publisher.connected, outbox: { depth: this.outbox.depth, bytes: this.outbox.bytes, dropped: this.outbox.dropped, rejected: this.outbox.rejected } } : undefined,
       memory_mb: Math.round(process.memoryUsage().rss / 1048576),
     };
   }
@@ -267,6 +270,14 @@ export class Controller {
       registers,
       collect() {
         this.set(outbox?.depth ?? 0);
+      },
+    });
+    new Gauge({
+      name: "sam_edge_outbox_rejected_total",
+      help: "Outbox files moved to outbox/rejected since start: unreadable, or a topic no broker takes",
+      registers,
+      collect() {
+        this.set(outbox?.rejected ?? 0);
       },
     });
     new Gauge({

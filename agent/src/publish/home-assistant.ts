@@ -1,4 +1,5 @@
 import { readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { setAsideCorrupt } from "../core/state-file.ts";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../pipeline/log.ts";
 import { VERSION } from "../version.ts";
@@ -137,11 +138,13 @@ export class HomeAssistantDiscovery {
     try {
       announced = (JSON.parse(text) as { announced?: unknown } | null)?.announced;
     } catch (err) {
-      log.warn(`home assistant: ${stateFile} is not valid JSON (${(err as Error).message}); entities of cameras removed before this start cannot be cleared`);
+      const kept = await setAsideCorrupt(stateFile);
+      log.warn(`home assistant: ${stateFile} is not valid JSON (${(err as Error).message}); kept as ${kept}; entities of cameras removed before this start cannot be cleared`);
       return new Set();
     }
     if (!Array.isArray(announced)) {
-      log.warn(`home assistant: ${stateFile} has no "announced" list of topics; entities of cameras removed before this start cannot be cleared`);
+      const kept = await setAsideCorrupt(stateFile);
+      log.warn(`home assistant: ${stateFile} has no "announced" list of topics; kept as ${kept}; entities of cameras removed before this start cannot be cleared`);
       return new Set();
     }
     const topics = announced.filter((t): t is string => typeof t === "string" && DISCOVERY_TOPIC.test(t));

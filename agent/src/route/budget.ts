@@ -1,8 +1,31 @@
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import Conf from "conf";
+import { setAsideCorruptSync } from "../core/state-file.ts";
 
 interface BudgetState {
   month: string;
   used: number;
+}
+
+const CONFIG_NAME = "cloud-budget";
+
+/**
+ * A hand-edited or torn budget file must not stop the agent, nor vanish unnoticed: it is set
+ * aside (core/state-file.ts) and the month's count starts clean.
+ */
+function setAsideIfCorrupt(file: string, warn: (message: string) => void): void {
+  if (!existsSync(file)) return;
+  let problem: string;
+  try {
+    const state = JSON.parse(readFileSync(file, "utf8")) as Partial<BudgetState> | null;
+    if (state && typeof state.month === "string" && Number.isInteger(state.used) && state.used! >= 0) return;
+    problem = 'it lacks a "month" string or a whole "used" count';
+  } catch (err) {
+    problem = `it is not valid JSON (${(err as Error).message})`;
+  }
+  const kept = setAsideCorruptSync(file);
+  warn(`cloud budget: ${file} cannot be used: ${problem}; kept as ${kept}, this month's count starts from 0`);
 }
 
 /** "2025-11": the hosted free tier counts calls per calendar month (UTC). */
@@ -22,13 +45,15 @@ export class CloudBudget {
     stateDir: string,
     readonly limit: number,
     private readonly now: () => Date = () => new Date(),
+    warn: (message: string) => void = () => {},
   ) {
+    setAsideIfCorrupt(join(stateDir, `${CONFIG_NAME}.json`), warn);
     this.store = new Conf<BudgetState>({
       cwd: stateDir,
-      configName: "cloud-budget",
+      configName: CONFIG_NAME,
       schema: { month: { type: "string" }, used: { type: "integer", minimum: 0 } },
       defaults: { month: monthOf(this.now()), used: 0 },
-      // A hand-edited or torn file must not stop the agent: start the month's count from the file's absence.
+      // Checked above already; this only covers a file changed between that check and this read.
       clearInvalidConfig: true,
     });
   }

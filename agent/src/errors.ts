@@ -11,6 +11,7 @@ export type ErrorCode =
   | "IMAGE_TOO_LARGE"
   | "PROMPT_INVALID"
   | "MASK_INVALID"
+  | "MASK_TOO_COMPLEX"
   | "MODEL_NOT_FOUND"
   | "MODEL_INVALID"
   | "MODEL_FAILED"

@@ -31,6 +31,8 @@ export const HTTP_STATUS: Readonly<Record<ApiErrorCode, number>> = {
   IMAGE_TOO_LARGE: 413,
   PROMPT_INVALID: 400,
   MASK_INVALID: 400,
+  // Valid, but over what the agent traces: the mask itself must change, so not a 413.
+  MASK_TOO_COMPLEX: 422,
   REQUEST_INVALID: 400,
   REQUEST_TOO_LARGE: 413,
   REQUEST_UNSUPPORTED: 415,

@@ -3,21 +3,31 @@ import { mkdir, readdir, readFile, rename, stat, writeFile } from "node:fs/promi
 import { join } from "node:path";
 import sharp from "sharp";
 import { SamEdgeError } from "../../errors.ts";
-import { encodeRle, type CocoRle } from "../../segment/formats/index.ts";
+import { decodeRle, encodeRle, maskToPolygons, type CocoRle } from "../../segment/formats/index.ts";
 import { maskArea, type BinaryMask } from "../../segment/mask.ts";
 import { inspectImage } from "../../segment/preprocess.ts";
 import { HttpError } from "../errors.ts";
 
-/** One accepted mask, as stored: the mask as COCO RLE, its image by file name. */
-export interface StoredAnnotation {
+/** One accepted mask, as listed: everything but the mask, which is read one at a time (`mask`). */
+export interface AnnotationRecord {
   id: string;
   /** File name under the dataset's images/ folder. */
   image: string;
   width: number;
   height: number;
   class: string;
-  rle: CocoRle;
   createdAt: string;
+}
+
+/** One accepted mask, as stored: the mask as COCO RLE, its image by file name. */
+export interface StoredAnnotation extends AnnotationRecord {
+  rle: CocoRle;
+}
+
+/** A file in annotations/ that cannot be listed (torn, hand-edited): exports name it in their report. */
+export interface UnreadableAnnotation {
+  file: string;
+  reason: string;
 }
 
 export const MAX_CLASS_NAME = 64;
@@ -44,6 +54,8 @@ export class AnnotationStore {
       throw new HttpError("REQUEST_INVALID", `class must be 1 to ${MAX_CLASS_NAME} printable characters, got ${JSON.stringify(className.slice(0, 80))}`);
     }
     if (maskArea(mask) === 0) throw new SamEdgeError("MASK_INVALID", "the mask is empty; accept a mask that covers something");
+    // Checked at the door with the limits every export traces with: an accepted mask can always be exported.
+    maskToPolygons(mask, { tolerance: 0 });
     const info = await inspectImage(imageBytes);
     if (mask.width !== info.width || mask.height !== info.height) {
       throw new SamEdgeError("MASK_INVALID", `the mask is ${mask.width}x${mask.height} but the image is ${info.width}x${info.height}; send the mask of this image`);
@@ -62,17 +74,45 @@ export class AnnotationStore {
     return annotation;
   }
 
-  /** Every annotation, oldest first. */
-  async list(): Promise<StoredAnnotation[]> {
+  /**
+   * Every annotation, oldest first, without its mask; files that cannot be read are listed
+   * apart. Read one file at a time: only the records stay in memory, never all the masks.
+   */
+  async list(): Promise<{ annotations: AnnotationRecord[]; unreadable: UnreadableAnnotation[] }> {
     const files = await readdir(this.annotationsDir).catch((err: NodeJS.ErrnoException) => {
       if (err.code === "ENOENT") return [];
       throw err;
     });
-    const names = files.filter((f) => f.endsWith(".json")).sort();
-    return Promise.all(names.map(async (f) => JSON.parse(await readFile(join(this.annotationsDir, f), "utf8")) as StoredAnnotation));
+    const annotations: AnnotationRecord[] = [];
+    const unreadable: UnreadableAnnotation[] = [];
+    for (const file of files.filter((f) => f.endsWith(".json")).sort()) {
+      try {
+        const { rle: _rle, ...record } = await this.read(file);
+        annotations.push(record);
+      } catch (err) {
+        unreadable.push({ file: `annotations/${file}`, reason: (err as Error).message });
+      }
+    }
+    return { annotations, unreadable };
   }
 
-  async image(annotation: StoredAnnotation): Promise<Buffer> {
+  /** An annotation's mask. */
+  async mask(annotation: AnnotationRecord): Promise<BinaryMask> {
+    const { rle } = await this.read(`${annotation.id}.json`);
+    return decodeRle(rle);
+  }
+
+  private async read(file: string): Promise<StoredAnnotation> {
+    const a = JSON.parse(await readFile(join(this.annotationsDir, file), "utf8")) as Partial<StoredAnnotation> | null;
+    const text = ["id", "image", "class", "createdAt"] as const;
+    if (!a || typeof a !== "object" || !text.every((k) => typeof a[k] === "string") || !Number.isInteger(a.width) || !Number.isInteger(a.height) || typeof a.rle !== "object") {
+      throw new Error("not an annotation record (id, image, class, createdAt, width, height, rle)");
+    }
+    if (a.id !== file.replace(/\.json$/, "") || /[/\\]|^\.\.?$/.test(a.image!)) throw new Error("its id or image name does not match its file");
+    return a as StoredAnnotation;
+  }
+
+  async image(annotation: AnnotationRecord): Promise<Buffer> {
     return readFile(join(this.imagesDir, annotation.image));
   }
 }

@@ -1,8 +1,8 @@
+import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
 import { maskArea, maskBBox } from "../../segment/mask.ts";
-import { EXPORT_FORMATS, exportEntries, type ExportFormat } from "../annotations/export.ts";
+import { EXPORT_FORMATS, exportArchive, type ExportFormat } from "../annotations/export.ts";
 import { MAX_CLASS_NAME, type AnnotationStore } from "../annotations/store.ts";
-import { tarGz } from "../annotations/tar.ts";
 import { requireMultipart } from "../multipart.ts";
 import { annotationSchema, exportSchema } from "../schemas.ts";
 import type { RouteContext } from "./context.ts";
@@ -29,10 +29,9 @@ export function registerAnnotationRoutes(app: FastifyInstance, ctx: RouteContext
 
   app.get<{ Querystring: { format: ExportFormat } }>("/v1/export", { schema: exportSchema(EXPORT_FORMATS) }, async (request, reply) => {
     const { format } = request.query;
-    const annotations = await store.list();
     return reply
       .type("application/gzip")
       .header("content-disposition", `attachment; filename="sam-edge-${format}.tar.gz"`)
-      .send(tarGz(exportEntries(store, annotations, format)));
+      .send(exportArchive(store, format, join(store.dir, "tmp")));
   });
 }

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { cp, mkdir, mkdtemp, readdir, readFile, rm, truncate, writeFile } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, symlink, truncate, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -117,6 +117,13 @@ describe("model updates: fetch, verify, self-test, swap", () => {
       m.decoder = "../../tiny-sam.decoder.onnx";
     });
     await copySet(INT8_DIR, join(sets, "int8"));
+    // Links out of the folder: the manifest to /etc/passwd, and a model file to the bundled model's.
+    await mkdir(join(sets, "passwd-link"));
+    await symlink("/etc/passwd", join(sets, "passwd-link", "manifest.json"));
+    await copySet(TINY_SAM_DIR, join(sets, "file-link"), async (m) => {
+      await rm(join(sets, "file-link", m.decoder));
+      await symlink(join(TINY_SAM_DIR, m.decoder), join(sets, "file-link", m.decoder));
+    });
     for (const mode of ["negative-masks", "shuffled-encoder"]) {
       const made = await runPython("test/helpers/break_model.py", [TINY_SAM_DIR, join(sets, mode), mode]);
       expect(made.code, made.stderr).toBe(0);
@@ -172,6 +179,8 @@ describe("model updates: fetch, verify, self-test, swap", () => {
     ["a model file that says it is over max_bytes", () => `${models.url}/huge/int8/`, 502, "MODEL_UPDATE_FETCH_FAILED", /is 33554432 bytes, over model\.update\.max_bytes/],
     ["a model file that never ends", () => `${models.url}/endless/int8/`, 502, "MODEL_UPDATE_FETCH_FAILED", /is over model\.update\.max_bytes \(8388608 bytes\)/],
     ["a folder that does not exist", () => join(tmp, "nowhere"), 422, "MODEL_UPDATE_INVALID", /nowhere\/manifest\.json does not exist/],
+    ["a folder whose manifest.json is a link to /etc/passwd", () => join(sets, "passwd-link"), 422, "MODEL_UPDATE_INVALID", /manifest\.json is a symbolic link that leads out of .*passwd-link; copy the file/],
+    ["a folder whose decoder is a link out of it", () => join(sets, "file-link"), 422, "MODEL_UPDATE_INVALID", /tiny-sam\.decoder\.onnx is a symbolic link that leads out of/],
     ["a relative path", () => "models/tiny-sam", 400, "MODEL_UPDATE_SOURCE_INVALID", /neither an absolute folder path nor an http\(s\) URL/],
     ["a file:// URL", () => `file://${INT8_DIR}`, 400, "MODEL_UPDATE_SOURCE_INVALID", /uses file:/],
     ["an ftp:// URL", () => "ftp://models.example.com/sam/", 400, "MODEL_UPDATE_SOURCE_INVALID", /uses ftp:/],
@@ -184,6 +193,8 @@ describe("model updates: fetch, verify, self-test, swap", () => {
     const res = await update(source());
     expect([res.status, res.body.error?.code], JSON.stringify(res.body)).toEqual([httpStatus, code]);
     expect(res.body.error.message).toMatch(message);
+    // No error quotes what a file holds (a link to /etc/passwd must not leak it).
+    expect(res.body.error.message).not.toMatch(/root:|\/bin\/(ba)?sh/);
 
     const after = await status();
     expect(after.model.name).toBe("tiny-sam");

@@ -1,6 +1,7 @@
 import { readFile, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { SamEdgeError } from "../errors.ts";
+import { jsonSyntaxProblem } from "../core/json.ts";
 
 /**
  * What a model folder says about itself (`manifest.json`). Only the files are required: a
@@ -84,7 +85,7 @@ export async function readManifest(dir: string): Promise<ModelManifest> {
     try {
       raw = JSON.parse(await readFile(join(dir, "manifest.json"), "utf8"));
     } catch (err) {
-      throw invalid(join(dir, "manifest.json"), `is not valid JSON (${(err as Error).message})`);
+      throw invalid(join(dir, "manifest.json"), `is ${jsonSyntaxProblem(err)}`);
     }
     return parseManifest(join(dir, "manifest.json"), raw);
   }

@@ -7,6 +7,8 @@ import type { ReadableStream } from "node:stream/web";
 import { pipeline } from "node:stream/promises";
 import { isSamEdgeError, SamEdgeError, type ErrorCode } from "../errors.ts";
 import { parseManifest, type ModelManifest } from "./manifest.ts";
+import { realPathInside } from "../core/files.ts";
+import { jsonSyntaxProblem } from "../core/json.ts";
 
 /** Where a model update comes from: a folder on this box, or a web folder holding manifest.json and the files it names. */
 export type ModelSource = { kind: "folder"; dir: string } | { kind: "url"; base: URL };
@@ -61,6 +63,13 @@ export function parseSource(text: unknown): ModelSource {
 
 export function describeSource(source: ModelSource): string {
   return source.kind === "url" ? source.base.href : source.dir;
+}
+
+/** Refuses a file of a folder source that is a link to somewhere else: the agent reads a model set, nothing beside it. */
+async function inFolder(dir: string, file: string): Promise<void> {
+  if (!(await realPathInside(dir, file))) {
+    throw fail("MODEL_UPDATE_INVALID", `${join(dir, file)} is a symbolic link that leads out of ${dir}; copy the file into the model folder instead`);
+  }
 }
 
 /** A name safe as one path segment, from the manifest's free-text name. */
@@ -127,8 +136,10 @@ async function readManifestText(source: ModelSource, signal: AbortSignal): Promi
     const where = join(source.dir, "manifest.json");
     let size: number;
     try {
+      await inFolder(source.dir, "manifest.json");
       size = (await stat(where)).size;
-    } catch {
+    } catch (err) {
+      if (isSamEdgeError(err)) throw err;
       throw fail("MODEL_UPDATE_INVALID", `${where} does not exist; an update needs the model set's manifest.json, with the sha256 of each file it names`);
     }
     if (size > MAX_MANIFEST_BYTES) throw fail("MODEL_UPDATE_INVALID", `${where} is ${size} bytes; a manifest is at most ${MAX_MANIFEST_BYTES}`);
@@ -168,7 +179,7 @@ export async function stageModel(source: ModelSource, modelsDir: string, limits:
   try {
     raw = JSON.parse(text);
   } catch (err) {
-    throw fail("MODEL_UPDATE_INVALID", `${where} is not valid JSON (${(err as Error).message})`);
+    throw fail("MODEL_UPDATE_INVALID", `${where} is ${jsonSyntaxProblem(err)}`);
   }
   let manifest: ModelManifest;
   try {
@@ -196,8 +207,10 @@ export async function stageModel(source: ModelSource, modelsDir: string, limits:
         from = join(source.dir, file);
         let size: number;
         try {
+          await inFolder(source.dir, file);
           size = (await stat(from)).size;
-        } catch {
+        } catch (err) {
+          if (isSamEdgeError(err)) throw err;
           throw fail("MODEL_UPDATE_INVALID", `${from} does not exist (named in ${where})`);
         }
         if (size > limits.maxBytes) throw fail("MODEL_UPDATE_INVALID", `${from} is ${size} bytes, over model.update.max_bytes (${limits.maxBytes})`);

@@ -9,6 +9,7 @@ import { SegmentEngine } from "../segment/engine.ts";
 import { SamModel, type SessionConfig } from "./sam-model.ts";
 import { selfTest, type SelfTestReport } from "./self-test.ts";
 import { describeSource, parseSource, stageModel, type StageLimits } from "./stage.ts";
+import { jsonSyntaxProblem } from "../core/json.ts";
 
 /** The last update, as GET /v1/model and the MQTT reply show it. */
 export interface UpdateRecord {
@@ -76,7 +77,7 @@ async function readActiveRecord(file: string, log: Logger): Promise<ActiveRecord
     if (r && typeof r === "object" && fields.every((f) => typeof r[f] === "string")) return r as ActiveRecord;
     problem = `it lacks one of ${fields.join(", ")}`;
   } catch (err) {
-    problem = `it is not valid JSON (${(err as Error).message})`;
+    problem = `it is ${jsonSyntaxProblem(err)}`;
   }
   const kept = await setAsideCorrupt(file);
   log.warn(`model: ${file} cannot be used: ${problem}; kept as ${kept}, starting on model.dir`);

@@ -4,6 +4,7 @@ import type { Config } from "../config/schema.ts";
 import type { Logger } from "../pipeline/log.ts";
 import { VERSION } from "../version.ts";
 import { STATUS_OFFLINE, STATUS_ONLINE, type Topics } from "./mqtt.ts";
+import { jsonSyntaxProblem } from "../core/json.ts";
 
 /** In the state dir: the discovery topics this agent may have left retained on the broker. */
 export const HOME_ASSISTANT_STATE_FILE = "home-assistant.json";
@@ -139,7 +140,7 @@ export class HomeAssistantDiscovery {
       announced = (JSON.parse(text) as { announced?: unknown } | null)?.announced;
     } catch (err) {
       const kept = await setAsideCorrupt(stateFile);
-      log.warn(`home assistant: ${stateFile} is not valid JSON (${(err as Error).message}); kept as ${kept}; entities of cameras removed before this start cannot be cleared`);
+      log.warn(`home assistant: ${stateFile} is ${jsonSyntaxProblem(err)}; kept as ${kept}; entities of cameras removed before this start cannot be cleared`);
       return new Set();
     }
     if (!Array.isArray(announced)) {

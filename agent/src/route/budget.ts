@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import Conf from "conf";
 import { setAsideCorruptSync } from "../core/state-file.ts";
+import { jsonSyntaxProblem } from "../core/json.ts";
 
 interface BudgetState {
   month: string;
@@ -22,7 +23,7 @@ function setAsideIfCorrupt(file: string, warn: (message: string) => void): void 
     if (state && typeof state.month === "string" && Number.isInteger(state.used) && state.used! >= 0) return;
     problem = 'it lacks a "month" string or a whole "used" count';
   } catch (err) {
-    problem = `it is not valid JSON (${(err as Error).message})`;
+    problem = `it is ${jsonSyntaxProblem(err)}`;
   }
   const kept = setAsideCorruptSync(file);
   warn(`cloud budget: ${file} cannot be used: ${problem}; kept as ${kept}, this month's count starts from 0`);

@@ -7,6 +7,7 @@ import { decodeRle, encodeRle, maskToPolygons, type CocoRle } from "../../segmen
 import { maskArea, type BinaryMask } from "../../segment/mask.ts";
 import { inspectImage } from "../../segment/preprocess.ts";
 import { HttpError } from "../errors.ts";
+import { jsonSyntaxProblem } from "../../core/json.ts";
 
 /** One accepted mask, as listed: everything but the mask, which is read one at a time (`mask`). */
 export interface AnnotationRecord {
@@ -103,7 +104,12 @@ export class AnnotationStore {
   }
 
   private async read(file: string): Promise<StoredAnnotation> {
-    const a = JSON.parse(await readFile(join(this.annotationsDir, file), "utf8")) as Partial<StoredAnnotation> | null;
+    let a: Partial<StoredAnnotation> | null;
+    try {
+      a = JSON.parse(await readFile(join(this.annotationsDir, file), "utf8")) as Partial<StoredAnnotation> | null;
+    } catch (err) {
+      throw new Error((err as NodeJS.ErrnoException).code ? `unreadable (${(err as NodeJS.ErrnoException).code})` : jsonSyntaxProblem(err));
+    }
     const text = ["id", "image", "class", "createdAt"] as const;
     if (!a || typeof a !== "object" || !text.every((k) => typeof a[k] === "string") || !Number.isInteger(a.width) || !Number.isInteger(a.height) || typeof a.rle !== "object") {
       throw new Error("not an annotation record (id, image, class, createdAt, width, height, rle)");

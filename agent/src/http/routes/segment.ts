@@ -4,7 +4,7 @@ import { SamEdgeError } from "../../errors.ts";
 import type { MaskResult } from "../../segment/engine.ts";
 import { segmentEverything, type EverythingMask, type EverythingOptions } from "../../segment/everything.ts";
 import { encodeRle, maskToPngBase64, overlayImage } from "../../segment/formats/index.ts";
-import { validatePrompt, type Box, type Point, type Prompt } from "../../segment/prompts.ts";
+import { validatePromptShape, type Box, type Point, type Prompt } from "../../segment/prompts.ts";
 import { toApiError } from "../errors.ts";
 import { requireMultipart } from "../multipart.ts";
 import { everythingSchema, interactiveSchema } from "../schemas.ts";
@@ -60,7 +60,7 @@ function promptsFor(body: InteractiveBody, count: number): Prompt[] {
   return Array.from({ length: count }, (_, i) => {
     const b = (boxPerImage ? (box as unknown[])[i] : box) as Box | null | undefined;
     const prompt: Prompt = { points: (pointsPerImage ? points[i] : points) as Point[], ...(b ? { box: b } : {}) };
-    validatePrompt(prompt, Number.POSITIVE_INFINITY, Number.POSITIVE_INFINITY);
+    validatePromptShape(prompt);
     return prompt;
   });
 }

@@ -96,6 +96,7 @@ export interface Config {
     keepalive_s: number;
     stats_interval_s: number;
     requests: boolean;
+    response_topic_prefix?: string;
     outbox: { max_messages: number; max_bytes: number; fsync: boolean };
     home_assistant: { enabled: boolean; discovery_prefix: string };
   };
@@ -275,6 +276,8 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env): Record<strin
       keepalive_s: { type: "integer", minimum: 5, default: 30 },
       stats_interval_s: { type: "number", exclusiveMinimum: 0, default: 30 },
       requests: { type: "boolean", default: true },
+      // Unset: <base_topic>/<device_id>/response/ (computed at start, as it depends on both).
+      response_topic_prefix: { type: "string", minLength: 1, pattern: "^[^#+]+$" },
       outbox: obj({
         max_messages: { type: "integer", minimum: 1, default: 10_000 },
         max_bytes: { type: "integer", minimum: 1024, default: 64 * 1024 * 1024 },

@@ -173,6 +173,7 @@ export class Controller {
         outbox,
         log,
         onConnect: () => void discovery.sync(),
+        ...(config.mqtt.response_topic_prefix ? { responsePrefix: config.mqtt.response_topic_prefix } : {}),
         ...(config.mqtt.requests ? { onRequest: (r) => requests.answer(r.payload) } : {}),
         ...(update.mqtt ? { onModelUpdate: (r) => answerModelUpdate(this.updater, r.payload, (id) => this.topics.response(id)) } : {}),
       });

@@ -1,6 +1,6 @@
 import type { SamEdgeError } from "../errors.ts";
 import type { ModelUpdater } from "../model/updater.ts";
-import { REQUEST_ID } from "./requests.ts";
+import { REQUEST_ID } from "../publish/topic.ts";
 
 const USAGE = 'send {"id": "u1", "source": "<absolute folder path or http(s) URL of the model set>"}';
 

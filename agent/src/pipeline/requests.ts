@@ -2,6 +2,7 @@ import { Ajv } from "ajv";
 import type { CameraConfig, Config, RouteMode } from "../config/schema.ts";
 import { configSchema } from "../config/schema.ts";
 import { isSamEdgeError } from "../errors.ts";
+import { REQUEST_ID } from "../publish/topic.ts";
 import { CloudError } from "../route/errors.ts";
 import type { Router } from "../route/router.ts";
 import type { Pipeline } from "./pipeline.ts";
@@ -28,8 +29,6 @@ export interface SegmentRequest {
   route?: RouteMode;
 }
 
-/** What a request id may be: it becomes a topic level of the answer, so no wildcards or separators. */
-export const REQUEST_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
 type Reply = { topic?: string; payload: Record<string, unknown> };
 

@@ -1,6 +1,7 @@
 import { connect, type IClientOptions, type IClientPublishOptions, type MqttClient } from "mqtt";
 import type { Logger } from "../pipeline/log.ts";
 import type { Outbox } from "./outbox.ts";
+import { publishTopicProblem, requestIdOf } from "./topic.ts";
 
 /** What the agent says on its `status` topic; Home Assistant's availability uses the same words. */
 export const STATUS_ONLINE = "online";
@@ -65,6 +66,12 @@ export interface PublisherOptions {
   onRequest?: RequestAnswerer;
   /** Answers model update commands; unset leaves their topic unsubscribed. */
   onModelUpdate?: RequestAnswerer;
+  /**
+   * The only topics an MQTT 5 client may name as its response topic (mqtt.response_topic_prefix;
+   * default `<base>/<device>/response/`): without it any client could make the agent publish
+   * anywhere, over its own results too.
+   */
+  responsePrefix?: string;
 }
 
 export type RequestAnswerer = (request: IncomingRequest) => Promise<{ topic?: string; payload: object }>;
@@ -123,12 +130,28 @@ export class MqttPublisher {
         ...(props?.responseTopic ? { responseTopic: props.responseTopic } : {}),
         ...(props?.correlationData ? { correlationData: props.correlationData } : {}),
       };
+      const opts: IClientPublishOptions = { qos: 1, ...(request.correlationData ? { properties: { correlationData: request.correlationData } } : {}) };
+      const refused = request.responseTopic === undefined ? undefined : this.responseTopicProblem(request.responseTopic);
+      if (refused) {
+        // Not run at all: the answer goes where an MQTT 3.1.1 client's would.
+        const id = requestIdOf(payload);
+        log.warn(`mqtt: a request${id ? ` (${id})` : ""} named the response topic ${JSON.stringify(request.responseTopic!.slice(0, 200))}: refused, ${refused}`);
+        client.publish(topics.response(id), JSON.stringify({ ...(id ? { id } : {}), error: { code: "REQUEST_INVALID", message: `the response topic is refused: ${refused}` } }), opts);
+        return;
+      }
       void answer(request).then(({ topic, payload: reply }) => {
         const to = request.responseTopic ?? topic ?? topics.response();
-        const opts: IClientPublishOptions = { qos: 1, ...(request.correlationData ? { properties: { correlationData: request.correlationData } } : {}) };
         client.publish(to, JSON.stringify(reply), opts);
       });
     });
+  }
+
+  private responseTopicProblem(topic: string): string | undefined {
+    const prefix = this.options.responsePrefix ?? `${this.options.topics.response()}/`;
+    const problem = publishTopicProblem(topic);
+    if (problem) return problem.replace(/^its topic/, "the topic");
+    if (!topic.startsWith(prefix) || topic.length === prefix.length) return `response topics must start with ${JSON.stringify(prefix)} (mqtt.response_topic_prefix) and name a topic below it`;
+    return undefined;
   }
 
   /** Queues a QoS 1 message durably; it is sent when the broker is reachable, in order. */

@@ -1,3 +1,16 @@
+/** What a request id may be: it becomes a topic level of the answer, so no wildcards or separators. */
+export const REQUEST_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** A request's id when it has a usable one: read without trusting anything else in the payload. */
+export function requestIdOf(payload: Buffer): string | undefined {
+  try {
+    const id = (JSON.parse(payload.toString("utf8")) as { id?: unknown } | null)?.id;
+    return typeof id === "string" && REQUEST_ID.test(id) ? id : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Longest topic MQTT can carry: its length is a 16-bit number of UTF-8 bytes. */
 const MAX_TOPIC_BYTES = 65_535;
 

@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -7,10 +8,14 @@ import type { FastifyInstance } from "fastify";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startServer } from "../agent/src/http/server.ts";
-import type { SegmentEngine } from "../agent/src/segment/engine.ts";
+import { SamModel } from "../agent/src/model/sam-model.ts";
+import { SegmentEngine } from "../agent/src/segment/engine.ts";
 import { DEFAULT_TRACE_LIMITS, encodeRle } from "../agent/src/segment/formats/index.ts";
 import type { BinaryMask } from "../agent/src/segment/mask.ts";
-import { postForm, request } from "./helpers/http.ts";
+import { AgentProcess } from "./helpers/agent.ts";
+import { form, postForm, request } from "./helpers/http.ts";
+import { freePort } from "./helpers/mosquitto.ts";
+import { loadScene, TINY_SAM_DIR, type Scene } from "./helpers/scenes.ts";
 
 const exec = promisify(execFile);
 
@@ -97,5 +102,129 @@ describe("masks too complex to trace", () => {
     }
     // And the server still answers.
     expect((await request(`${url}/healthz`)).status).toBe(200);
+  }, 60_000);
+});
+
+/** A raw HTTP/1.1 exchange: what a browser's fetch or curl would hide (a Host of our choosing, a body at our pace). */
+function rawRequest(port: number, head: string, body: (socket: Socket) => void = () => {}): Promise<{ text: string; closedAfterMs: number }> {
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    const socket = connect(port, "127.0.0.1", () => {
+      socket.write(head);
+      body(socket);
+    });
+    let text = "";
+    socket.setEncoding("latin1").on("data", (d: string) => (text += d));
+    socket.once("error", reject);
+    socket.once("close", () => resolve({ text, closedAfterMs: Date.now() - started }));
+  });
+}
+
+describe("the local API against a LAN neighbour and a web page", () => {
+  let model: SamModel;
+  let app: FastifyInstance;
+  let url: string;
+  let port: number;
+  let scene: Scene;
+
+  beforeAll(async () => {
+    model = await SamModel.load(TINY_SAM_DIR);
+    scene = await loadScene("small");
+    ({ app, url } = await startServer({ engine: new SegmentEngine(model), requestTimeoutMs: 1500, site: { allowedHosts: ["127.0.0.1", "localhost", "box.lan"], allowedOrigins: ["https://labeler.example.com"] } }));
+    port = Number(new URL(url).port);
+  });
+  afterAll(async () => {
+    await app.close();
+    await model.release();
+  });
+
+  it("a point at x = -1 is refused naming the image's real size", async () => {
+    const res = await postForm(`${url}/v1/segment/interactive`, { image: scene.bytes, points: '[{"x":-1,"y":5,"label":1}]' });
+    expect([res.status, res.body.error.code]).toEqual([400, "PROMPT_INVALID"]);
+    expect(res.body.error.message).toContain(`outside the ${scene.width}x${scene.height} image`);
+  });
+
+  it("a body sent at 1 byte a second is cut off at the request timeout (408) and the socket closed", async () => {
+    let timer: NodeJS.Timeout | undefined;
+    const res = await rawRequest(port, `POST /v1/labeling/mask-to-polygon HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n`, (socket) => {
+      timer = setInterval(() => socket.writable && socket.write("{"), 1000);
+    });
+    clearInterval(timer);
+    // Node answers 408 when it can, else just closes: either way the socket is not held.
+    expect(res.text).toMatch(/^$|^HTTP\/1\.1 408/);
+    // The limit (1.5 s) plus Node's check interval, well short of a minute.
+    expect(res.closedAfterMs).toBeLessThan(6000);
+    // Headers that never end get the same.
+    const headers = await rawRequest(port, `GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: `);
+    expect(headers.text).toMatch(/^$|^HTTP\/1\.1 408/);
+    expect(headers.closedAfterMs).toBeLessThan(6000);
+    expect((await request(`${url}/healthz`)).status).toBe(200);
+  }, 20_000);
+
+  it("a Host the box does not answer to (a DNS-rebinding site) is a 421; its own names pass", async () => {
+    const evil = await rawRequest(port, `GET /v1/cameras HTTP/1.1\r\nHost: attacker.example:8080\r\nConnection: close\r\n\r\n`);
+    expect(evil.text).toMatch(/^HTTP\/1\.1 421/);
+    expect(evil.text).toContain('"HOST_NOT_ALLOWED"');
+    expect(evil.text).toContain("http.allowed_hosts");
+    for (const host of ["box.lan:8080", "localhost", "BOX.LAN.", "[::1]:80", "app.localhost"]) {
+      const ok = await rawRequest(port, `GET /healthz HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+      expect(ok.text, host).toMatch(/^HTTP\/1\.1 200/);
+    }
+    const none = await rawRequest(port, `GET /healthz HTTP/1.0\r\n\r\n`);
+    expect(none.text).toMatch(/^HTTP\/1\.[01] 421/);
+  });
+
+  it("a form another site's page posts (no CORS preflight for multipart) is refused before it is read; same-origin and listed origins pass", async () => {
+    const body = form({ rle: JSON.stringify(encodeRle({ width: 4, height: 4, data: new Uint8Array(16).fill(1) })), tolerance: "0" });
+    const post = (headers: Record<string, string>) => request(`${url}/v1/labeling/mask-to-polygon`, { method: "POST", body, headers });
+    const refused: Record<string, string>[] = [{ origin: "http://attacker.example" }, { origin: "null" }, { "sec-fetch-site": "cross-site" }, { origin: `http://127.0.0.1:${port + 1}` }];
+    for (const headers of refused) {
+      const res = await post(headers);
+      expect([res.status, res.body.error?.code], JSON.stringify(headers)).toEqual([403, "CROSS_SITE_REQUEST"]);
+    }
+    const allowed: Record<string, string>[] = [{}, { origin: url, "sec-fetch-site": "same-origin" }, { origin: "https://labeler.example.com", "sec-fetch-site": "cross-site" }];
+    for (const headers of allowed) {
+      expect((await post(headers)).status, JSON.stringify(headers)).toBe(200);
+    }
+    // Reading is not changing: a cross-site GET is answered (the browser keeps its answer from the page, as no CORS header is sent).
+    const read = await request(`${url}/v1/cameras`, { headers: { origin: "http://attacker.example" } });
+    expect(read.status).toBe(200);
+    expect(read.headers.get("access-control-allow-origin")).toBeNull();
+  });
+});
+
+describe("the daemon reachable from the LAN with no token configured", () => {
+  let tmp: string;
+  beforeAll(async () => {
+    tmp = await mkdtemp(join(tmpdir(), "sam-edge-lan-"));
+  });
+  afterAll(async () => rm(tmp, { recursive: true, force: true }));
+
+  it("makes a token at the first start (0600 in the state dir), prints the URL with it once, wants it, and keeps it across restarts", async () => {
+    const port = await freePort();
+    const config = { state_dir: join(tmp, "state"), mqtt: { enabled: false }, cameras: [], http: { host: "0.0.0.0", port } };
+    const first = await AgentProcess.start(tmp, "lan", config, { args: [] });
+    let token: string;
+    try {
+      await first.waitFor(() => /#token=/.test(first.stderr), "the URL with the token");
+      token = /#token=([A-Za-z0-9_-]+)/.exec(first.stderr)![1]!;
+      const file = join(tmp, "state", "http-token");
+      expect((await readFile(file, "utf8")).trim()).toBe(token);
+      expect((await stat(file)).mode & 0o777).toBe(0o600);
+      const api = `http://127.0.0.1:${port}`;
+      expect((await request(`${api}/v1/cameras`)).status).toBe(401);
+      expect((await request(`${api}/v1/cameras`, { token })).status).toBe(200);
+      expect((await request(`${api}/healthz`)).status).toBe(200);
+    } finally {
+      await first.stop();
+    }
+    const second = await AgentProcess.start(tmp, "lan", config, { args: [] });
+    try {
+      await second.waitFor(() => /wants the token kept in/.test(second.stderr), "the token's file named");
+      expect(second.stderr).not.toContain(token);
+      expect((await request(`http://127.0.0.1:${port}/v1/cameras`, { token })).status).toBe(200);
+    } finally {
+      await second.stop();
+    }
   }, 60_000);
 });

@@ -101,7 +101,16 @@ export interface Config {
     home_assistant: { enabled: boolean; discovery_prefix: string };
   };
   results: { mask_formats: MaskFormat[]; polygon_tolerance: number; overlay: boolean };
-  http: { enabled: boolean; host: string; port: number; token?: string; rate_limit_per_minute: number };
+  http: {
+    enabled: boolean;
+    host: string;
+    port: number;
+    token?: string;
+    rate_limit_per_minute: number;
+    allowed_hosts: string[];
+    allowed_origins: string[];
+    request_timeout_ms: number;
+  };
   cloud: {
     base_url: string;
     token?: string;
@@ -300,6 +309,10 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env): Record<strin
       port: { type: "integer", minimum: 0, maximum: 65535, default: 8080 },
       token: { type: "string", minLength: 1 },
       rate_limit_per_minute: { type: "integer", minimum: 0, default: 0 },
+      // Besides loopback names and, listening on all interfaces, the machine's own names and addresses.
+      allowed_hosts: { type: "array", items: { type: "string", minLength: 1 }, default: [] },
+      allowed_origins: { type: "array", items: { type: "string", format: "uri", pattern: "^https?://[^/]+/?$" }, default: [] },
+      request_timeout_ms: { type: "integer", minimum: 1000, default: 60_000 },
     }),
     cloud: obj({
       base_url: { ...HTTP_URL, default: "https://api.msightflow.ai" },

@@ -11,6 +11,8 @@ export type HttpErrorCode =
   | "REQUEST_TOO_LARGE"
   | "REQUEST_UNSUPPORTED"
   | "UNAUTHORIZED"
+  | "HOST_NOT_ALLOWED"
+  | "CROSS_SITE_REQUEST"
   | "RATE_LIMITED"
   | "NOT_FOUND"
   | "CAMERA_NOT_FOUND"
@@ -37,6 +39,9 @@ export const HTTP_STATUS: Readonly<Record<ApiErrorCode, number>> = {
   REQUEST_TOO_LARGE: 413,
   REQUEST_UNSUPPORTED: 415,
   UNAUTHORIZED: 401,
+  // 421 Misdirected Request: the name is not this server's (a DNS-rebinding site's, say).
+  HOST_NOT_ALLOWED: 421,
+  CROSS_SITE_REQUEST: 403,
   RATE_LIMITED: 429,
   NOT_FOUND: 404,
   CAMERA_NOT_FOUND: 404,

@@ -12,6 +12,7 @@ import type { CameraProvider } from "./cameras.ts";
 import { HttpError, toApiError } from "./errors.ts";
 import { DEFAULT_BODY_LIMIT } from "./limits.ts";
 import { ApiMetrics } from "./metrics.ts";
+import { defaultAllowedHosts, registerSiteGuard, type SiteGuardOptions } from "./site-guard.ts";
 import { fileKeyword, registerMultipart } from "./multipart.ts";
 import { registerAnnotationRoutes } from "./routes/annotations.ts";
 import type { RouteContext } from "./routes/context.ts";
@@ -23,6 +24,11 @@ import { registerWebRoutes } from "./routes/web.ts";
 
 /** Only this machine can reach the API unless the configuration says otherwise. */
 export const DEFAULT_HOST = "127.0.0.1";
+
+/** A 25 MB image over a slow Wi-Fi link arrives well within this; a stalled upload does not hold a socket longer. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
+/** A connection that has sent nothing (not even headers) for this long is closed. */
+const IDLE_TIMEOUT_MS = 30_000;
 
 export interface ServerOptions {
   /**
@@ -43,6 +49,13 @@ export interface ServerOptions {
   bodyLimit?: number;
   /** Requests per minute per client address (0 or unset: no limit). /healthz is never limited. */
   rateLimitPerMinute?: number;
+  /**
+   * Names the server answers to and other sites' pages that may change things (site-guard.ts);
+   * unset: the loopback names only, and no other site.
+   */
+  site?: Partial<SiteGuardOptions>;
+  /** Longest a request may take to arrive, headers and body (a body sent at 1 byte/s is cut off). */
+  requestTimeoutMs?: number;
   logger?: FastifyServerOptions["logger"];
 }
 
@@ -79,11 +92,18 @@ function engineState(slot: EngineSlot): Pick<RouteContext, "withEngine" | "model
 /** The local SAM API: the hosted API's routes plus the box's own, ready to listen. */
 export async function createServer(options: ServerOptions): Promise<FastifyInstance> {
   const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
+  const requestTimeout = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
   const app = Fastify({
     logger: options.logger ?? false,
     bodyLimit,
     ajv: { plugins: [fileKeyword] },
+    requestTimeout,
+    // A connection that sends nothing at all is closed sooner than a slow request.
+    connectionTimeout: Math.min(requestTimeout, IDLE_TIMEOUT_MS),
+    // Node checks the request timeout every this often (its default, 30 s, would let a slow body live that much longer).
+    http: { connectionsCheckingInterval: Math.min(1000, requestTimeout) },
   });
+  app.server.headersTimeout = Math.min(requestTimeout, app.server.headersTimeout);
   const slot = EngineSlot.from(options.engine);
   const cameras = options.cameras;
   const ctx: RouteContext = {
@@ -120,6 +140,7 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
         new HttpError("RATE_LIMITED", `more than ${max} requests a minute from this address; retry in ${context.after} (the Retry-After header says when)`),
     });
   }
+  registerSiteGuard(app, { allowedHosts: options.site?.allowedHosts ?? defaultAllowedHosts(DEFAULT_HOST), allowedOrigins: options.site?.allowedOrigins ?? [] });
   if (options.token) registerBearerAuth(app, options.token);
   registerMultipart(app, bodyLimit);
   await app.register(swagger, {

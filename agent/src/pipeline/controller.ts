@@ -7,6 +7,8 @@ import { SamClient } from "../client/client.ts";
 import type { Config } from "../config/schema.ts";
 import { SamEdgeError } from "../errors.ts";
 import { createServer } from "../http/server.ts";
+import { defaultAllowedHosts } from "../http/site-guard.ts";
+import { generatedToken, isLoopbackHost } from "../http/token.ts";
 import type { SessionConfig } from "../model/sam-model.ts";
 import { loadStartModel, ModelUpdater } from "../model/updater.ts";
 import { brokerOptions } from "../publish/mqtt-options.ts";
@@ -31,7 +33,6 @@ export interface ControllerOptions {
   print?: (line: string) => void;
 }
 
-const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1", "[::1]"]);
 /** How long a stop waits for the broker to take the outbox before leaving it for the next start. */
 const FLUSH_TIMEOUT_MS = 5000;
 
@@ -128,7 +129,7 @@ export class Controller {
     if (config.mqtt.enabled) {
       const url = new URL(config.mqtt.url);
       const port = Number(url.port || (url.protocol === "mqtts:" ? 8883 : 1883));
-      const local = LOOPBACK.has(url.hostname);
+      const local = isLoopbackHost(url.hostname);
       const embedded = config.mqtt.embedded_broker;
       if (embedded === "always" || (embedded === "auto" && local && !(await isListening(url.hostname, port)))) {
         this.broker = await startEmbeddedBroker(url.hostname, port);
@@ -185,14 +186,18 @@ export class Controller {
     this.registerMetrics();
 
     if (config.http.enabled) {
+      const generated = config.http.token ? undefined : await generatedToken(config.state_dir, config.http.host);
+      const token = config.http.token ?? generated?.token;
       this.http = await createServer({
         engine: slot,
         models: { updater: this.updater, allowUpdates: update.http },
         cameras: this.pipeline,
         registry: this.registry,
         datasetDir: join(config.state_dir, "dataset"),
-        ...(config.http.token ? { token: config.http.token } : {}),
+        ...(token ? { token } : {}),
         rateLimitPerMinute: config.http.rate_limit_per_minute,
+        site: { allowedHosts: [...defaultAllowedHosts(config.http.host), ...config.http.allowed_hosts], allowedOrigins: config.http.allowed_origins },
+        requestTimeoutMs: config.http.request_timeout_ms,
       });
       try {
         await this.http.listen({ host: config.http.host, port: config.http.port });
@@ -204,6 +209,9 @@ export class Controller {
       }
       const address = this.http.server.address();
       if (address && typeof address === "object") this.httpUrl = `http://${address.family === "IPv6" ? `[${address.address}]` : address.address}:${address.port}`;
+      if (generated?.created) {
+        log.info(`http: the API is reachable from the network and no http.token is set, so it wants this one (kept in ${generated.file}): open ${this.httpUrl}/#token=${generated.token}`);
+      } else if (generated) log.info(`http: the API wants the token kept in ${generated.file} (no http.token is set)`);
     }
     this.pipeline.start();
   }

@@ -27,12 +27,16 @@ export type ErrorCode =
 export class SamEdgeError extends Error {
   override readonly name = "SamEdgeError";
 
+  /** What the agent's log should add to the message: kept from whoever asked (e.g. why a URL could not be fetched). */
+  readonly detail: string | undefined;
+
   constructor(
     readonly code: ErrorCode,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; detail?: string },
   ) {
     super(message, options);
+    this.detail = options?.detail;
   }
 }
 

@@ -78,7 +78,7 @@ export interface Config {
     /** Let onnxruntime's threads busy-wait between operators (faster on an otherwise idle machine, but CPU the capture and HTTP work could use). */
     spin_wait: boolean;
     /** Model updates: POST /v1/model, the MQTT `model/update` command, the limits of a download. */
-    update: { http: boolean; mqtt: boolean; max_bytes: number; timeout_ms: number };
+    update: { http: boolean; mqtt: boolean; max_bytes: number; timeout_ms: number; allowed_hosts: string[] };
   };
   mqtt: {
     enabled: boolean;
@@ -267,6 +267,8 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env): Record<strin
         // Per file: room for SAM ViT-L (1.2 GB); a Pi's MobileSAM / EdgeSAM is a few tens of MB.
         max_bytes: { type: "integer", minimum: 1024, default: 2 * 1024 * 1024 * 1024 },
         timeout_ms: { type: "integer", minimum: 1000, default: 600_000 },
+        // Updates fetch https only, never from this box's networks, except from these hosts (http too).
+        allowed_hosts: { type: "array", items: { type: "string", minLength: 1 }, default: [] },
       }),
     }),
     mqtt: obj({

@@ -7,6 +7,7 @@ import type { Logger } from "../pipeline/log.ts";
 import type { EngineSlot } from "../segment/engine-slot.ts";
 import { SegmentEngine } from "../segment/engine.ts";
 import { SamModel, type SessionConfig } from "./sam-model.ts";
+import type { FetchPolicy } from "./fetch-policy.ts";
 import { selfTest, type SelfTestReport } from "./self-test.ts";
 import { describeSource, parseSource, stageModel, type StageLimits } from "./stage.ts";
 import { jsonSyntaxProblem } from "../core/json.ts";
@@ -49,6 +50,8 @@ export interface UpdaterOptions {
   configDir: string;
   session: SessionConfig;
   limits: StageLimits;
+  /** What URL sources may be fetched (updates come from the network); model.update.allowed_hosts. */
+  fetchPolicy: FetchPolicy;
   log: Logger;
   registry: Registry;
 }
@@ -182,7 +185,7 @@ export class ModelUpdater {
     try {
       const source = parseSource(sourceText);
       log.info(`model update: staging ${describeSource(source)}`);
-      staged = (await stageModel(source, this.modelsDir, this.options.limits)).dir;
+      staged = (await stageModel(source, this.modelsDir, this.options.limits, this.options.fetchPolicy)).dir;
       try {
         model = await SamModel.load(staged, this.options.session);
       } catch (err) {
@@ -213,7 +216,8 @@ export class ModelUpdater {
         isSamEdgeError(err) && err.code.startsWith("MODEL_UPDATE_") ? err : new SamEdgeError("MODEL_UPDATE_FAILED", `the update failed inside the agent: ${(err as Error).message}`);
       const serving = slot.engine?.model.manifest.name;
       this.finish({ source: shown, result: "refused", error: errorBody(refusal), started_at: started.toISOString(), finished_at: new Date().toISOString() });
-      log.warn(`model update from ${shown} refused (${refusal.code}: ${refusal.message}); ${serving ? `still serving ${serving}` : "no model is loaded"}`);
+      const detail = refusal.detail ? ` [${refusal.detail}]` : "";
+      log.warn(`model update from ${shown} refused (${refusal.code}: ${refusal.message})${detail}; ${serving ? `still serving ${serving}` : "no model is loaded"}`);
       throw refusal;
     }
   }

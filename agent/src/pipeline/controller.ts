@@ -105,6 +105,7 @@ export class Controller {
       configDir: config.model.dir,
       session,
       limits: { maxBytes: update.max_bytes, timeoutMs: update.timeout_ms },
+      fetchPolicy: { allowedHosts: update.allowed_hosts },
       log,
       registry: this.registry,
     });

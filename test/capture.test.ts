@@ -16,7 +16,7 @@ import { cameraIdFromTopic, MqttFrameSource } from "../agent/src/capture/mqtt-fr
 import { SnapshotSource } from "../agent/src/capture/snapshot.ts";
 import type { Frame, FrameSource } from "../agent/src/capture/source.ts";
 import { WebcamSource } from "../agent/src/capture/webcam.ts";
-import { startEmbeddedBroker, type EmbeddedBroker } from "../agent/src/publish/broker.ts";
+import { startEmbeddedBroker, type EmbeddedBroker } from "../agent/src/mqtt/broker.ts";
 import { CameraServer } from "./helpers/camera-server.ts";
 import { sceneJpeg } from "./helpers/frames.ts";
 import { freePort } from "./helpers/mosquitto.ts";

@@ -1,9 +1,8 @@
 import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { crc32 } from "node:zlib";
 import sharp from "sharp";
 import { beforeAll, describe, expect, it } from "vitest";
-import { SamEdgeError } from "../agent/src/errors.ts";
+import { SamEdgeError } from "../agent/src/core/errors.ts";
 import { maskArea, maskBBox, maskIoU, type BinaryMask } from "../agent/src/segment/mask.ts";
 import {
   decodeRle,
@@ -19,6 +18,7 @@ import {
   type Point,
   type Polygon,
 } from "../agent/src/segment/formats/index.ts";
+import { pngHeader } from "./helpers/png.ts";
 
 // ---------- masks built in code ----------
 
@@ -150,6 +150,7 @@ function pycocotoolsReference(masks: BinaryMask[]): Reference {
   }
 }
 
+
 describe("COCO RLE", () => {
   const names = Object.keys(FIXTURES);
   const masks = Object.values(FIXTURES);
@@ -232,14 +233,18 @@ function cornerSet(ring: readonly Point[]): string[] {
   return ring.map(([x, y]) => `${x},${y}`).sort();
 }
 
-function shoelace(ring: readonly Point[]): number {
-  let twice = 0;
+/**
+ * Signed area by the trapezoid rule (each edge's strip down to the x axis), an independent
+ * formula from the agent's shoelace sum: positive for rings running clockwise on screen (y down).
+ */
+function signedArea(ring: readonly Point[]): number {
+  let strips = 0;
   for (let i = 0; i < ring.length; i++) {
     const [x0, y0] = ring[i]!;
     const [x1, y1] = ring[(i + 1) % ring.length]!;
-    twice += x0 * y1 - x1 * y0;
+    strips += (x1 - x0) * (y1 + y0);
   }
-  return twice / 2;
+  return -strips / 2;
 }
 
 function allRings(polygons: readonly Polygon[]): Point[][] {
@@ -322,10 +327,10 @@ describe("polygons", () => {
 
   it("runs exteriors clockwise on screen and holes the other way", () => {
     const [polygon] = maskToPolygons(FIXTURES.ring!, { tolerance: 0 });
-    expect(shoelace(polygon!.exterior)).toBeGreaterThan(0);
-    expect(shoelace(polygon!.holes[0]!)).toBeLessThan(0);
+    expect(signedArea(polygon!.exterior)).toBeGreaterThan(0);
+    expect(signedArea(polygon!.holes[0]!)).toBeLessThan(0);
     // The exterior's area minus the hole's is the ring's pixel count.
-    expect(shoelace(polygon!.exterior) + shoelace(polygon!.holes[0]!)).toBe(maskArea(FIXTURES.ring!));
+    expect(signedArea(polygon!.exterior) + signedArea(polygon!.holes[0]!)).toBe(maskArea(FIXTURES.ring!));
   });
 
   it("gives an island inside a hole its own polygon", () => {
@@ -401,20 +406,6 @@ describe("COCO and YOLO polygon exports", () => {
 });
 
 // ---------- PNG ----------
-
-/** A PNG signature and IHDR chunk only, with a correct CRC, declaring the given size. */
-function pngHeader(width: number, height: number): Buffer {
-  const ihdr = Buffer.alloc(17);
-  ihdr.write("IHDR", 0, "latin1");
-  ihdr.writeUInt32BE(width, 4);
-  ihdr.writeUInt32BE(height, 8);
-  ihdr.set([8, 0, 0, 0, 0], 12);
-  const length = Buffer.alloc(4);
-  length.writeUInt32BE(13);
-  const crc = Buffer.alloc(4);
-  crc.writeUInt32BE(crc32(ihdr));
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), length, ihdr, crc]);
-}
 
 describe("PNG", () => {
   it.each(["disc", "ring", "singlePixel", "full", "empty", "column1xN", "row1xN", "noise50"])("%s round-trips through PNG", async (name) => {
@@ -510,8 +501,8 @@ describe("PNG", () => {
   });
 
   it("rejects a header declaring 30000x30000 before decoding anything", async () => {
-    expectMaskInvalid(await caughtAsync(() => maskFromPng(pngHeader(30000, 30000))), /30000x30000 is 900000000 pixels/);
-    expectMaskInvalid(await caughtAsync(() => maskFromPng(pngHeader(0, 10))), /positive integers/);
+    expectMaskInvalid(await caughtAsync(() => maskFromPng(pngHeader(30000, 30000, 0))), /30000x30000 is 900000000 pixels/);
+    expectMaskInvalid(await caughtAsync(() => maskFromPng(pngHeader(0, 10, 0))), /positive integers/);
   });
 });
 

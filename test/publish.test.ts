@@ -2,10 +2,10 @@ import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startEmbeddedBroker, type EmbeddedBroker } from "../agent/src/publish/broker.ts";
-import { MqttPublisher, Topics } from "../agent/src/publish/mqtt.ts";
-import { Outbox, REJECTED_DIR } from "../agent/src/publish/outbox.ts";
-import { createLogger } from "../agent/src/pipeline/log.ts";
+import { startEmbeddedBroker, type EmbeddedBroker } from "../agent/src/mqtt/broker.ts";
+import { MqttPublisher, Topics } from "../agent/src/mqtt/publisher.ts";
+import { Outbox, REJECTED_DIR } from "../agent/src/mqtt/outbox.ts";
+import { createLogger } from "../agent/src/core/log.ts";
 import { Subscriber } from "./helpers/agent.ts";
 import { Mosquitto } from "./helpers/mosquitto.ts";
 

@@ -1,5 +1,5 @@
 import type { FastifyError } from "fastify";
-import { isSamEdgeError, type ErrorCode } from "../errors.ts";
+import { isSamEdgeError, type ErrorCode } from "../core/errors.ts";
 import type { ApiErrorBody } from "../client/types.ts";
 
 /**
@@ -7,7 +7,6 @@ import type { ApiErrorBody } from "../client/types.ts";
  * a prompt or the model.
  */
 export type HttpErrorCode =
-  | "REQUEST_INVALID"
   | "REQUEST_TOO_LARGE"
   | "REQUEST_UNSUPPORTED"
   | "UNAUTHORIZED"
@@ -64,11 +63,12 @@ export const HTTP_STATUS: Readonly<Record<ApiErrorCode, number>> = {
   INTERNAL: 500,
 };
 
+/** An error about the request itself, raised by the HTTP layer (it may use any code, its own or the agent's). */
 export class HttpError extends Error {
   override readonly name = "HttpError";
 
   constructor(
-    readonly code: HttpErrorCode,
+    readonly code: ApiErrorCode,
     message: string,
   ) {
     super(message);
@@ -76,7 +76,7 @@ export class HttpError extends Error {
 }
 
 /** Fastify's own errors, by their `code`, as ours with a message that says what to fix. */
-const FASTIFY_CODES: Readonly<Record<string, [HttpErrorCode, string]>> = {
+const FASTIFY_CODES: Readonly<Record<string, [ApiErrorCode, string]>> = {
   FST_ERR_CTP_INVALID_MEDIA_TYPE: ["REQUEST_UNSUPPORTED", "this Content-Type is not accepted; send multipart/form-data (or JSON where the route says so)"],
   FST_ERR_CTP_BODY_TOO_LARGE: ["REQUEST_TOO_LARGE", "the request body is over the size limit"],
 };

@@ -1,14 +1,15 @@
 import rateLimit from "@fastify/rate-limit";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from "fastify";
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import type { Registry } from "prom-client";
-import type { ModelUpdater } from "../model/updater.ts";
+import type { Logger } from "../core/log.ts";
+import type { ModelUpdater } from "../service/model-updater.ts";
 import type { SegmentEngine } from "../segment/engine.ts";
-import { EngineSlot } from "../segment/engine-slot.ts";
-import { AnnotationStore } from "./annotations/store.ts";
+import { EngineSlot } from "../service/engine-slot.ts";
+import { AnnotationStore } from "../dataset/store.ts";
 import { registerBearerAuth } from "./auth.ts";
-import type { CameraProvider } from "./cameras.ts";
+import type { CameraProvider } from "../capture/cameras.ts";
 import { HttpError, toApiError } from "./errors.ts";
 import { DEFAULT_BODY_LIMIT } from "./limits.ts";
 import { ApiMetrics } from "./metrics.ts";
@@ -56,7 +57,8 @@ export interface ServerOptions {
   site?: Partial<SiteGuardOptions>;
   /** Longest a request may take to arrive, headers and body (a body sent at 1 byte/s is cut off). */
   requestTimeoutMs?: number;
-  logger?: FastifyServerOptions["logger"];
+  /** Where 500s and the server's own troubles are logged (the daemon's logger); none when unset. */
+  log?: Logger;
 }
 
 export interface ListenOptions {
@@ -94,7 +96,10 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
   const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
   const requestTimeout = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
   const app = Fastify({
-    logger: options.logger ?? false,
+    // Typed as fastify's base logger, so the instance keeps fastify's default generics.
+    ...(options.log ? { loggerInstance: options.log as FastifyBaseLogger } : { logger: false }),
+    // Requests are counted in /metrics; the log keeps what someone must read.
+    disableRequestLogging: true,
     bodyLimit,
     ajv: { plugins: [fileKeyword] },
     requestTimeout,

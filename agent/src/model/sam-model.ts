@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
-import { SamEdgeError } from "../errors.ts";
+import { SamEdgeError } from "../core/errors.ts";
 import { readManifest, type ModelManifest } from "./manifest.ts";
 
 export interface SessionConfig {

@@ -5,7 +5,7 @@ import { isAbsolute, join } from "node:path";
 import { Readable, Transform } from "node:stream";
 import type { ReadableStream } from "node:stream/web";
 import { pipeline } from "node:stream/promises";
-import { isSamEdgeError, SamEdgeError, type ErrorCode } from "../errors.ts";
+import { isSamEdgeError, SamEdgeError, type ErrorCode } from "../core/errors.ts";
 import { parseManifest, type ModelManifest } from "./manifest.ts";
 import { realPathInside } from "../core/files.ts";
 import { jsonSyntaxProblem } from "../core/json.ts";
@@ -145,7 +145,7 @@ class Fetcher {
   }
 
   async get(url: URL, signal: AbortSignal): Promise<FetchedResponse> {
-    let res;
+    let res: Awaited<ReturnType<PolicedFetch["get"]>> | Response;
     try {
       res = this.policed ? await this.policed.get(url, signal) : await fetch(url, { signal });
     } catch (err) {

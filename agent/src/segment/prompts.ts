@@ -1,4 +1,4 @@
-import { SamEdgeError } from "../errors.ts";
+import { SamEdgeError } from "../core/errors.ts";
 
 /** A click in original-image pixels: label 1 includes (foreground), 0 excludes (background). */
 export interface Point {

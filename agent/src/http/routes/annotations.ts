@@ -1,8 +1,8 @@
 import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
 import { maskArea, maskBBox } from "../../segment/mask.ts";
-import { EXPORT_FORMATS, exportArchive, type ExportFormat } from "../annotations/export.ts";
-import { MAX_CLASS_NAME, type AnnotationStore } from "../annotations/store.ts";
+import { EXPORT_FORMATS, exportArchive, type ExportFormat } from "../../dataset/export.ts";
+import { MAX_CLASS_NAME, type AnnotationStore } from "../../dataset/store.ts";
 import { requireMultipart } from "../multipart.ts";
 import { annotationSchema, exportSchema } from "../schemas.ts";
 import type { RouteContext } from "./context.ts";

@@ -1,7 +1,7 @@
 import type { FastifyReply } from "fastify";
 import type { Frame } from "../../capture/source.ts";
 import type { SegmentEngine } from "../../segment/engine.ts";
-import type { CameraProvider } from "../cameras.ts";
+import type { CameraProvider } from "../../capture/cameras.ts";
 import type { ApiMetrics } from "../metrics.ts";
 
 /** What the routes share, built once per server. */

@@ -2,7 +2,7 @@ import type { FastifyInstance } from "fastify";
 import sharp from "sharp";
 import { overlayImage } from "../../segment/formats/index.ts";
 import { sniffFormat } from "../../segment/preprocess.ts";
-import type { CameraResult } from "../cameras.ts";
+import type { CameraResult } from "../../capture/cameras.ts";
 import { HttpError } from "../errors.ts";
 import { cameraFrameSchema, cameraOverlaySchema, camerasSchema, healthSchema, metricsSchema, readySchema } from "../schemas.ts";
 import type { RouteContext } from "./context.ts";

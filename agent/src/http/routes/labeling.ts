@@ -1,6 +1,6 @@
 import type { FastifyInstance } from "fastify";
 import type { MaskToPolygonResult } from "../../client/types.ts";
-import { SamEdgeError } from "../../errors.ts";
+import { SamEdgeError } from "../../core/errors.ts";
 import { decodeRle, encodeRle, maskFromPng, maskToPolygons, toCocoSegmentation, type CocoRle, type UncompressedCocoRle } from "../../segment/formats/index.ts";
 import { maskArea, maskBBox, type BinaryMask } from "../../segment/mask.ts";
 import { HttpError } from "../errors.ts";

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from "fastify";
-import type { ModelUpdater } from "../../model/updater.ts";
+import type { ModelUpdater } from "../../service/model-updater.ts";
 import { HttpError } from "../errors.ts";
 import { modelStatusSchema, modelUpdateSchema } from "../schemas.ts";
 import type { RouteContext } from "./context.ts";

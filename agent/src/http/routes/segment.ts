@@ -1,6 +1,6 @@
 import type { FastifyInstance } from "fastify";
 import type { ApiMask, BatchResult, EverythingResult, InteractiveResult } from "../../client/types.ts";
-import { SamEdgeError } from "../../errors.ts";
+import { SamEdgeError } from "../../core/errors.ts";
 import type { MaskResult } from "../../segment/engine.ts";
 import { segmentEverything, type EverythingMask, type EverythingOptions } from "../../segment/everything.ts";
 import { encodeRle, maskToPngBase64, overlayImage } from "../../segment/formats/index.ts";

@@ -1,6 +1,6 @@
 import { constants as zlibConstants, crc32, deflateSync } from "node:zlib";
 import sharp from "sharp";
-import { SamEdgeError } from "../../errors.ts";
+import { SamEdgeError } from "../../core/errors.ts";
 import type { BBox, BinaryMask } from "../mask.ts";
 import { pngDeclaredSize } from "../preprocess.ts";
 import { assertMaskSize, assertValidMask, MAX_MASK_PIXELS } from "./validate.ts";

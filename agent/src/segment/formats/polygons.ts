@@ -1,4 +1,4 @@
-import { SamEdgeError } from "../../errors.ts";
+import { SamEdgeError } from "../../core/errors.ts";
 import type { BinaryMask } from "../mask.ts";
 import { simplifyRing } from "./simplify.ts";
 import { DEFAULT_TRACE_LIMITS, tooComplex, traceBoundaries, type Point, type TraceLimits } from "./trace.ts";

@@ -1,4 +1,4 @@
-import { SamEdgeError } from "../../errors.ts";
+import { SamEdgeError } from "../../core/errors.ts";
 import type { BinaryMask } from "../mask.ts";
 
 /** A point on the pixel-corner grid: pixel (x, y) is the square from (x, y) to (x + 1, y + 1). */

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import type { IClientOptions } from "mqtt";
 import type { Config } from "../config/schema.ts";
-import { SamEdgeError } from "../errors.ts";
+import { SamEdgeError } from "../core/errors.ts";
 
 /**
  * Client options for the configured broker: credentials, TLS files, protocol. Every MQTT

@@ -1,5 +1,5 @@
 import type { Config } from "../config/schema.ts";
-import type { RoutedResult } from "../route/router.ts";
+import type { RoutedResult } from "./router.ts";
 import { encodeRle, maskToPolygons } from "../segment/formats/index.ts";
 
 const round = (v: number): number => Math.round(v * 1e4) / 1e4;

@@ -1,12 +1,12 @@
 import { Ajv } from "ajv";
 import type { CameraConfig, Config, RouteMode } from "../config/schema.ts";
 import { configSchema } from "../config/schema.ts";
-import { isSamEdgeError } from "../errors.ts";
-import { REQUEST_ID } from "../publish/topic.ts";
-import { CloudError } from "../route/errors.ts";
-import type { Router } from "../route/router.ts";
-import type { Pipeline } from "./pipeline.ts";
-import { resultBody } from "./result.ts";
+import { isSamEdgeError } from "../core/errors.ts";
+import { REQUEST_ID } from "./topic.ts";
+import { CloudError } from "../service/cloud-errors.ts";
+import type { Router } from "../service/router.ts";
+import type { CameraProvider } from "../capture/cameras.ts";
+import { resultBody } from "../service/result.ts";
 
 /**
  * A segment request over MQTT, published to `<base>/<device>/request`:
@@ -68,7 +68,7 @@ export class RequestHandler {
   private readonly schema = compileRequestSchema();
 
   constructor(
-    private readonly deps: { router: Router; pipeline: Pipeline; config: Config; topicFor: (id?: string) => string },
+    private readonly deps: { router: Router; cameras: CameraProvider; config: Config; topicFor: (id?: string) => string },
   ) {}
 
   async answer(payload: Buffer): Promise<Reply> {
@@ -89,9 +89,9 @@ export class RequestHandler {
     let bytes: Buffer;
     let base: Omit<CameraConfig, "id" | "type" | "enabled" | "max_fps" | "max_frame_bytes"> | undefined;
     if (request.camera) {
-      const settings = this.deps.pipeline.settingsOf(request.camera);
+      const settings = this.deps.cameras.settingsOf(request.camera);
       if (!settings) return this.error(id, "CAMERA_NOT_FOUND", `there is no camera "${request.camera}"`);
-      const frame = this.deps.pipeline.latestFrame(request.camera);
+      const frame = this.deps.cameras.latestFrame(request.camera);
       if (!frame) return this.error(id, "CAMERA_NO_FRAME", `camera "${request.camera}" has not delivered a frame yet`);
       bytes = frame.bytes;
       base = settings;

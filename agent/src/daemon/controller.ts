@@ -5,28 +5,28 @@ import { collectDefaultMetrics, Gauge, Registry } from "prom-client";
 import { createSource } from "../capture/create.ts";
 import { SamClient } from "../client/client.ts";
 import type { Config } from "../config/schema.ts";
-import { SamEdgeError } from "../errors.ts";
+import { SamEdgeError } from "../core/errors.ts";
 import { createServer } from "../http/server.ts";
 import { defaultAllowedHosts } from "../http/site-guard.ts";
 import { generatedToken, isLoopbackHost } from "../http/token.ts";
 import type { SessionConfig } from "../model/sam-model.ts";
-import { loadStartModel, ModelUpdater } from "../model/updater.ts";
-import { brokerOptions } from "../publish/mqtt-options.ts";
-import { isListening, startEmbeddedBroker, type EmbeddedBroker } from "../publish/broker.ts";
-import { discoveryConfigs, HOME_ASSISTANT_STATE_FILE, HomeAssistantDiscovery } from "../publish/home-assistant.ts";
-import { MqttPublisher, Topics } from "../publish/mqtt.ts";
-import { Outbox } from "../publish/outbox.ts";
-import { CircuitBreaker } from "../route/breaker.ts";
-import { CloudBudget } from "../route/budget.ts";
-import { Router } from "../route/router.ts";
+import { loadStartModel, ModelUpdater } from "../service/model-updater.ts";
+import { brokerOptions } from "../mqtt/options.ts";
+import { isListening, startEmbeddedBroker, type EmbeddedBroker } from "../mqtt/broker.ts";
+import { discoveryConfigs, HOME_ASSISTANT_STATE_FILE, HomeAssistantDiscovery } from "../mqtt/home-assistant.ts";
+import { MqttPublisher, Topics } from "../mqtt/publisher.ts";
+import { Outbox } from "../mqtt/outbox.ts";
+import { CircuitBreaker } from "../service/breaker.ts";
+import { CloudBudget } from "../service/budget.ts";
+import { Router } from "../service/router.ts";
 import { SegmentEngine } from "../segment/engine.ts";
-import { EngineSlot } from "../segment/engine-slot.ts";
+import { EngineSlot } from "../service/engine-slot.ts";
 import { overlayImage } from "../segment/formats/index.ts";
-import type { Logger } from "./log.ts";
-import { answerModelUpdate } from "./model-command.ts";
-import { Pipeline, type ProcessedFrame } from "./pipeline.ts";
-import { RequestHandler } from "./requests.ts";
-import { printable, resultBody } from "./result.ts";
+import type { Logger } from "../core/log.ts";
+import { answerModelUpdate } from "../mqtt/model-command.ts";
+import { Pipeline, type ProcessedFrame } from "./camera-scheduler.ts";
+import { RequestHandler } from "../mqtt/requests.ts";
+import { printable, resultBody } from "../service/result.ts";
 
 export interface ControllerOptions {
   /** Where --print lines go. */
@@ -159,7 +159,7 @@ export class Controller {
         },
       );
       if (outbox.depth > 0) log.info(`outbox: ${outbox.depth} results from an earlier run wait to be sent`);
-      const requests = new RequestHandler({ router: this.router, pipeline: this.pipeline, config, topicFor: (id) => this.topics.response(id) });
+      const requests = new RequestHandler({ router: this.router, cameras: this.pipeline, config, topicFor: (id) => this.topics.response(id) });
       // Also when discovery is off: what an earlier run announced is then removed.
       const discovery = new HomeAssistantDiscovery({
         configs: discoveryConfigs(config, this.topics),
@@ -199,6 +199,7 @@ export class Controller {
         rateLimitPerMinute: config.http.rate_limit_per_minute,
         site: { allowedHosts: [...defaultAllowedHosts(config.http.host), ...config.http.allowed_hosts], allowedOrigins: config.http.allowed_origins },
         requestTimeoutMs: config.http.request_timeout_ms,
+        log,
       });
       try {
         await this.http.listen({ host: config.http.host, port: config.http.port });

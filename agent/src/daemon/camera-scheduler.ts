@@ -1,10 +1,10 @@
 import type { Frame, FrameSource } from "../capture/source.ts";
 import type { CameraConfig, RouteMode } from "../config/schema.ts";
-import { SamEdgeError, isSamEdgeError } from "../errors.ts";
-import type { CameraProvider, CameraResult, CameraStatus } from "../http/cameras.ts";
-import { isImageError, type RoutedResult, type Router } from "../route/router.ts";
+import { SamEdgeError, isSamEdgeError } from "../core/errors.ts";
+import type { CameraProvider, CameraResult, CameraStatus } from "../capture/cameras.ts";
+import { isImageError, type RoutedResult, type Router } from "../service/router.ts";
 import { sniffFormat } from "../segment/preprocess.ts";
-import type { Logger } from "./log.ts";
+import type { Logger } from "../core/log.ts";
 import { RateMeter } from "./rate.ts";
 
 export interface SourceEntry {

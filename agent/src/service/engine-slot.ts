@@ -1,5 +1,5 @@
-import { SamEdgeError } from "../errors.ts";
-import { SegmentEngine } from "./engine.ts";
+import { SamEdgeError } from "../core/errors.ts";
+import { SegmentEngine } from "../segment/engine.ts";
 
 /** The engine one request runs on, held until `release()`: a swap never pulls it from under the request. */
 export interface EngineLease {

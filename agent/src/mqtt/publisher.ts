@@ -1,5 +1,5 @@
 import { connect, type IClientOptions, type IClientPublishOptions, type MqttClient } from "mqtt";
-import type { Logger } from "../pipeline/log.ts";
+import type { Logger } from "../core/log.ts";
 import type { Outbox } from "./outbox.ts";
 import { publishTopicProblem, requestIdOf } from "./topic.ts";
 

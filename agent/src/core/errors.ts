@@ -10,6 +10,7 @@ export type ErrorCode =
   | "IMAGE_CORRUPT"
   | "IMAGE_TOO_LARGE"
   | "PROMPT_INVALID"
+  | "REQUEST_INVALID"
   | "MASK_INVALID"
   | "MASK_TOO_COMPLEX"
   | "MODEL_NOT_FOUND"

@@ -2,9 +2,9 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { SamApiError, type SamClient } from "../client/client.ts";
 import type { ApiMask, ApiRle } from "../client/types.ts";
 import type { CameraPrompt, EverythingSettings, RouteMode } from "../config/schema.ts";
-import { isSamEdgeError } from "../errors.ts";
+import { isSamEdgeError } from "../core/errors.ts";
 import type { SegmentEngine } from "../segment/engine.ts";
-import { EngineSlot } from "../segment/engine-slot.ts";
+import { EngineSlot } from "./engine-slot.ts";
 import { segmentEverything } from "../segment/everything.ts";
 import { decodeRle, maskFromPng } from "../segment/formats/index.ts";
 import { maskBBox, type BBox, type BinaryMask } from "../segment/mask.ts";
@@ -12,7 +12,7 @@ import { inspectImage } from "../segment/preprocess.ts";
 import type { Prompt } from "../segment/prompts.ts";
 import type { CircuitBreaker } from "./breaker.ts";
 import type { CloudBudget } from "./budget.ts";
-import { CloudError } from "./errors.ts";
+import { CloudError } from "./cloud-errors.ts";
 
 /** What to segment in one image, as a camera (or an MQTT request) describes it. */
 export interface SegmentJob {

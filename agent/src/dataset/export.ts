@@ -7,8 +7,8 @@ import { Readable } from "node:stream";
 import { createGzip } from "node:zlib";
 import sharp from "sharp";
 import { pack as tarPack } from "tar-stream";
-import { encodeRle, maskToPolygons, toCocoSegmentation, toYoloSegmentation } from "../../segment/formats/index.ts";
-import { maskArea, maskBBox, type BinaryMask } from "../../segment/mask.ts";
+import { encodeRle, maskToPolygons, toCocoSegmentation, toYoloSegmentation } from "../segment/formats/index.ts";
+import { maskArea, maskBBox, type BinaryMask } from "../segment/mask.ts";
 import type { AnnotationRecord, AnnotationStore, UnreadableAnnotation } from "./store.ts";
 
 export const EXPORT_FORMATS = ["coco", "yolo", "voc"] as const;

@@ -2,12 +2,11 @@ import { createHash, randomUUID } from "node:crypto";
 import { mkdir, readdir, readFile, rename, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import sharp from "sharp";
-import { SamEdgeError } from "../../errors.ts";
-import { decodeRle, encodeRle, maskToPolygons, type CocoRle } from "../../segment/formats/index.ts";
-import { maskArea, type BinaryMask } from "../../segment/mask.ts";
-import { inspectImage } from "../../segment/preprocess.ts";
-import { HttpError } from "../errors.ts";
-import { jsonSyntaxProblem } from "../../core/json.ts";
+import { SamEdgeError } from "../core/errors.ts";
+import { decodeRle, encodeRle, maskToPolygons, type CocoRle } from "../segment/formats/index.ts";
+import { maskArea, type BinaryMask } from "../segment/mask.ts";
+import { inspectImage } from "../segment/preprocess.ts";
+import { jsonSyntaxProblem } from "../core/json.ts";
 
 /** One accepted mask, as listed: everything but the mask, which is read one at a time (`mask`). */
 export interface AnnotationRecord {
@@ -51,8 +50,9 @@ export class AnnotationStore {
 
   async add(imageBytes: Uint8Array, mask: BinaryMask, className: string): Promise<StoredAnnotation> {
     const name = className.trim();
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this refuses.
     if (!name || name.length > MAX_CLASS_NAME || /[\u0000-\u001f\u007f]/.test(name)) {
-      throw new HttpError("REQUEST_INVALID", `class must be 1 to ${MAX_CLASS_NAME} printable characters, got ${JSON.stringify(className.slice(0, 80))}`);
+      throw new SamEdgeError("REQUEST_INVALID", `class must be 1 to ${MAX_CLASS_NAME} printable characters, got ${JSON.stringify(className.slice(0, 80))}`);
     }
     if (maskArea(mask) === 0) throw new SamEdgeError("MASK_INVALID", "the mask is empty; accept a mask that covers something");
     // Checked at the door with the limits every export traces with: an accepted mask can always be exported.

@@ -2,14 +2,14 @@ import { readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { Counter, Gauge, type Registry } from "prom-client";
 import { setAsideCorrupt } from "../core/state-file.ts";
-import { isSamEdgeError, SamEdgeError } from "../errors.ts";
-import type { Logger } from "../pipeline/log.ts";
-import type { EngineSlot } from "../segment/engine-slot.ts";
+import { isSamEdgeError, SamEdgeError } from "../core/errors.ts";
+import type { Logger } from "../core/log.ts";
+import type { EngineSlot } from "./engine-slot.ts";
 import { SegmentEngine } from "../segment/engine.ts";
-import { SamModel, type SessionConfig } from "./sam-model.ts";
-import type { FetchPolicy } from "./fetch-policy.ts";
+import { SamModel, type SessionConfig } from "../model/sam-model.ts";
+import type { FetchPolicy } from "../model/fetch-policy.ts";
 import { selfTest, type SelfTestReport } from "./self-test.ts";
-import { describeSource, parseSource, stageModel, type StageLimits } from "./stage.ts";
+import { describeSource, parseSource, stageModel, type StageLimits } from "../model/stage.ts";
 import { jsonSyntaxProblem } from "../core/json.ts";
 
 /** The last update, as GET /v1/model and the MQTT reply show it. */

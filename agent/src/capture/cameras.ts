@@ -1,4 +1,5 @@
-import type { Frame } from "../capture/source.ts";
+import type { CameraConfig } from "../config/schema.ts";
+import type { Frame } from "./source.ts";
 import type { BinaryMask } from "../segment/mask.ts";
 
 /** A camera's most recent segmented frame and the masks found in it. */
@@ -24,4 +25,6 @@ export interface CameraProvider {
   latestFrame(id: string): Frame | undefined;
   /** The last frame of a listed camera that went through the model; undefined until one has. */
   latestResult(id: string): CameraResult | undefined;
+  /** A camera's settings (an MQTT request for a camera takes what it leaves out from them). */
+  settingsOf(id: string): CameraConfig | undefined;
 }

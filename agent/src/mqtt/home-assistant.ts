@@ -1,9 +1,9 @@
 import { readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { setAsideCorrupt } from "../core/state-file.ts";
 import type { Config } from "../config/schema.ts";
-import type { Logger } from "../pipeline/log.ts";
+import type { Logger } from "../core/log.ts";
 import { VERSION } from "../version.ts";
-import { STATUS_OFFLINE, STATUS_ONLINE, type Topics } from "./mqtt.ts";
+import { STATUS_OFFLINE, STATUS_ONLINE, type Topics } from "./publisher.ts";
 import { jsonSyntaxProblem } from "../core/json.ts";
 
 /** In the state dir: the discovery topics this agent may have left retained on the broker. */

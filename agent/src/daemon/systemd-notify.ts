@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import type { Logger } from "../pipeline/log.ts";
+import type { Logger } from "../core/log.ts";
 
 /** What `Type=notify` units are told (sd_notify(3)); the watchdog ping repeats, the others are said once. */
 type Message = "READY=1" | "WATCHDOG=1" | "STOPPING=1";

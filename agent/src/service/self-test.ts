@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import sharp from "sharp";
 import { SAMPLES_DIR } from "../config/paths.ts";
-import { SamEdgeError } from "../errors.ts";
+import { SamEdgeError } from "../core/errors.ts";
 import type { MaskResult, SegmentEngine } from "../segment/engine.ts";
 import { segmentEverything } from "../segment/everything.ts";
 import { maskIoU, type BinaryMask } from "../segment/mask.ts";

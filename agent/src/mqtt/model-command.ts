@@ -1,6 +1,6 @@
-import type { SamEdgeError } from "../errors.ts";
-import type { ModelUpdater } from "../model/updater.ts";
-import { REQUEST_ID } from "../publish/topic.ts";
+import type { SamEdgeError } from "../core/errors.ts";
+import type { ModelUpdater } from "../service/model-updater.ts";
+import { REQUEST_ID } from "./topic.ts";
 
 const USAGE = 'send {"id": "u1", "source": "<absolute folder path or http(s) URL of the model set>"}';
 

@@ -12,6 +12,7 @@ import { DEFAULT_SESSION_CONFIG, SamModel } from "../agent/src/model/sam-model.t
 import { SELF_TEST_MIN_IOU } from "../agent/src/service/self-test.ts";
 import { loadStartModel, ModelUpdater } from "../agent/src/service/model-updater.ts";
 import { createLogger } from "../agent/src/core/log.ts";
+import { InProcessEngine } from "../agent/src/service/engine.ts";
 import { EngineSlot } from "../agent/src/service/engine-slot.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
 import { postForm, request, type ApiResponse } from "./helpers/http.ts";
@@ -442,8 +443,8 @@ describe("model.update settings", () => {
 describe("EngineSlot", () => {
   it("a request holding the old engine finishes on it after a swap; its sessions are released when it lets go", async () => {
     const scene = await loadScene("small");
-    const a = new SegmentEngine(await SamModel.load(TINY_SAM_DIR));
-    const b = new SegmentEngine(await SamModel.load(INT8_DIR));
+    const a = new InProcessEngine(new SegmentEngine(await SamModel.load(TINY_SAM_DIR)));
+    const b = new InProcessEngine(new SegmentEngine(await SamModel.load(INT8_DIR)));
     const slot = new EngineSlot(a);
     const lease = slot.hold()!;
     let released = false;
@@ -466,7 +467,7 @@ describe("EngineSlot", () => {
     const failed = new EngineSlot(SamModel.load("/nonexistent/model").then((m) => new SegmentEngine(m)));
     await expect(failed.use(async (e) => e)).rejects.toMatchObject({ code: "MODEL_NOT_FOUND" });
     expect(failed.engine).toBeUndefined();
-    const good = new SegmentEngine(await SamModel.load(INT8_DIR));
+    const good = new InProcessEngine(new SegmentEngine(await SamModel.load(INT8_DIR)));
     await failed.swap(good);
     expect([failed.engine, failed.error]).toEqual([good, undefined]);
     await failed.close();
@@ -495,7 +496,7 @@ describe("the active-model record at start", () => {
         const logs: string[] = [];
         const model = await loadStartModel(stateDir, TINY_SAM_DIR, DEFAULT_SESSION_CONFIG, createLogger("info", (l) => logs.push(l)));
         try {
-          expect(model.dir).toBe(TINY_SAM_DIR);
+          expect(model.model.dir).toBe(TINY_SAM_DIR);
         } finally {
           await model.release();
         }

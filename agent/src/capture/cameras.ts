@@ -1,4 +1,5 @@
 import type { CameraConfig } from "../config/schema.ts";
+import { SamEdgeError } from "../core/errors.ts";
 import type { Frame } from "./source.ts";
 import type { BinaryMask } from "../segment/mask.ts";
 
@@ -27,4 +28,12 @@ export interface CameraProvider {
   latestResult(id: string): CameraResult | undefined;
   /** A camera's settings (an MQTT request for a camera takes what it leaves out from them). */
   settingsOf(id: string): CameraConfig | undefined;
+}
+
+/** A camera's latest frame, for a request that names the camera: CAMERA_NOT_FOUND or CAMERA_NO_FRAME otherwise. */
+export function latestFrameOf(cameras: CameraProvider | undefined, id: string): Frame {
+  if (!cameras?.list().some((c) => c.id === id)) throw new SamEdgeError("CAMERA_NOT_FOUND", `there is no camera "${id}"; GET /v1/cameras lists them`);
+  const frame = cameras.latestFrame(id);
+  if (!frame) throw new SamEdgeError("CAMERA_NO_FRAME", `camera "${id}" has not delivered a frame yet; retry shortly`);
+  return frame;
 }

@@ -13,6 +13,10 @@ export type ErrorCode =
   | "REQUEST_INVALID"
   | "MASK_INVALID"
   | "MASK_TOO_COMPLEX"
+  | "CAMERA_NOT_FOUND"
+  | "CAMERA_NO_FRAME"
+  | "CAMERA_NO_RESULT"
+  | "MODEL_LOADING"
   | "MODEL_NOT_FOUND"
   | "MODEL_INVALID"
   | "MODEL_FAILED"
@@ -23,7 +27,10 @@ export type ErrorCode =
   | "MODEL_UPDATE_INVALID"
   | "MODEL_UPDATE_SELF_TEST"
   | "MODEL_UPDATE_FAILED"
-  | "CONFIG_INVALID";
+  | "CONFIG_INVALID"
+  | "BUSY"
+  | "REQUEST_CANCELLED"
+  | "REQUEST_EXPIRED";
 
 export class SamEdgeError extends Error {
   override readonly name = "SamEdgeError";
@@ -38,6 +45,16 @@ export class SamEdgeError extends Error {
   ) {
     super(message, options);
     this.detail = options?.detail;
+  }
+}
+
+/** The queue for this kind of request is full: retry after `retryAfterS` seconds. */
+export class BusyError extends SamEdgeError {
+  constructor(
+    message: string,
+    readonly retryAfterS: number,
+  ) {
+    super("BUSY", message);
   }
 }
 

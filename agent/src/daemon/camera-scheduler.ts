@@ -2,7 +2,7 @@ import type { Frame, FrameSource } from "../capture/source.ts";
 import type { CameraConfig, RouteMode } from "../config/schema.ts";
 import { SamEdgeError, isSamEdgeError } from "../core/errors.ts";
 import type { CameraProvider, CameraResult, CameraStatus } from "../capture/cameras.ts";
-import { isImageError, type RoutedResult, type Router } from "../service/router.ts";
+import { isImageError, type SegmentationResult, type SegmentationService } from "../service/segmentation.ts";
 import { sniffFormat } from "../segment/preprocess.ts";
 import type { Logger } from "../core/log.ts";
 import { RateMeter } from "./rate.ts";
@@ -15,7 +15,7 @@ export interface SourceEntry {
 export interface ProcessedFrame {
   frame: Frame;
   settings: CameraConfig;
-  result: RoutedResult;
+  result: SegmentationResult;
   /** From the frame's arrival to the start of its segmentation. */
   queueMs: number;
 }
@@ -52,7 +52,7 @@ interface Slot {
 }
 
 export interface PipelineOptions {
-  router: Router;
+  service: SegmentationService;
   defaultRoute: RouteMode;
   onResult: (processed: ProcessedFrame) => Promise<void>;
   log: Logger;
@@ -252,9 +252,10 @@ export class Pipeline implements CameraProvider {
     };
     const problem = frameProblem(frame.bytes, settings.max_frame_bytes);
     if (problem) return skip(problem, "corrupt");
-    let result: RoutedResult;
+    let result: SegmentationResult;
     try {
-      result = await this.options.router.run({
+      result = await this.options.service.segment({
+        source: "camera",
         bytes: frame.bytes,
         mode: settings.mode,
         prompts: settings.prompts,

@@ -18,15 +18,15 @@ import { MqttPublisher, Topics } from "../mqtt/publisher.ts";
 import { Outbox } from "../mqtt/outbox.ts";
 import { CircuitBreaker } from "../service/breaker.ts";
 import { CloudBudget } from "../service/budget.ts";
-import { Router } from "../service/router.ts";
-import { SegmentEngine } from "../segment/engine.ts";
+import { SegmentationService } from "../service/segmentation.ts";
+import { WorkerEngine } from "../service/worker-engine.ts";
 import { EngineSlot } from "../service/engine-slot.ts";
 import { overlayImage } from "../segment/formats/index.ts";
 import type { Logger } from "../core/log.ts";
 import { answerModelUpdate } from "../mqtt/model-command.ts";
 import { Pipeline, type ProcessedFrame } from "./camera-scheduler.ts";
 import { RequestHandler } from "../mqtt/requests.ts";
-import { printable, resultBody } from "../service/result.ts";
+import { encodeResult, printable, resultEncoding, roundMs } from "../service/result.ts";
 
 export interface ControllerOptions {
   /** Where --print lines go. */
@@ -52,7 +52,7 @@ export class Controller {
   private http: FastifyInstance | undefined;
   private statsTimer: NodeJS.Timeout | undefined;
   private pipeline!: Pipeline;
-  private router!: Router;
+  private service!: SegmentationService;
   private topics: Topics;
   private slot: EngineSlot | undefined;
   /** The first model's load (a later update does not change it). */
@@ -89,7 +89,8 @@ export class Controller {
       executionProviders: config.model.execution_providers,
       spinWait: config.model.spin_wait,
     };
-    const engine = loadStartModel(config.state_dir, config.model.dir, session, log).then((model) => new SegmentEngine(model));
+    // The model runs in a worker thread: HTTP, MQTT and the watchdog stay live while it works.
+    const engine = loadStartModel(config.state_dir, config.model.dir, session, log, WorkerEngine.load);
     engine.then(
       (e) => log.info(`model ${e.model.manifest.name} loaded from ${e.model.dir}`),
       (err: Error) =>
@@ -108,10 +109,12 @@ export class Controller {
       fetchPolicy: { allowedHosts: update.allowed_hosts },
       log,
       registry: this.registry,
+      load: WorkerEngine.load,
     });
     const cloud = config.cloud;
-    this.router = new Router({
+    this.service = new SegmentationService({
       engine: slot,
+      registry: this.registry,
       latencyBudgetMs: config.routing.latency_budget_ms,
       ...(cloud.token
         ? {
@@ -144,7 +147,7 @@ export class Controller {
 
     this.pipeline = new Pipeline(
       config.cameras.filter((c) => c.enabled).map((settings) => ({ settings, source: createSource(settings, { url: config.mqtt.url, client }) })),
-      { router: this.router, defaultRoute: config.routing.default_route, log, onResult: (p) => this.onResult(p) },
+      { service: this.service, defaultRoute: config.routing.default_route, log, onResult: (p) => this.onResult(p) },
     );
 
     if (config.mqtt.enabled) {
@@ -159,7 +162,7 @@ export class Controller {
         },
       );
       if (outbox.depth > 0) log.info(`outbox: ${outbox.depth} results from an earlier run wait to be sent`);
-      const requests = new RequestHandler({ router: this.router, cameras: this.pipeline, config, topicFor: (id) => this.topics.response(id) });
+      const requests = new RequestHandler({ service: this.service, cameras: this.pipeline, config, topicFor: (id) => this.topics.response(id) });
       // Also when discovery is off: what an earlier run announced is then removed.
       const discovery = new HomeAssistantDiscovery({
         configs: discoveryConfigs(config, this.topics),
@@ -176,7 +179,7 @@ export class Controller {
         log,
         onConnect: () => void discovery.sync(),
         ...(config.mqtt.response_topic_prefix ? { responsePrefix: config.mqtt.response_topic_prefix } : {}),
-        ...(config.mqtt.requests ? { onRequest: (r) => requests.answer(r.payload) } : {}),
+        ...(config.mqtt.requests ? { onRequest: (r) => requests.answer(r.payload, r.expiresAt) } : {}),
         ...(update.mqtt ? { onModelUpdate: (r) => answerModelUpdate(this.updater, r.payload, (id) => this.topics.response(id)) } : {}),
       });
       this.outbox = outbox;
@@ -190,7 +193,7 @@ export class Controller {
       const generated = config.http.token ? undefined : await generatedToken(config.state_dir, config.http.host);
       const token = config.http.token ?? generated?.token;
       this.http = await createServer({
-        engine: slot,
+        service: this.service,
         models: { updater: this.updater, allowUpdates: update.http },
         cameras: this.pipeline,
         registry: this.registry,
@@ -236,7 +239,7 @@ export class Controller {
       device: this.config.device_id,
       at: new Date().toISOString(),
       cameras: this.pipeline.stats(),
-      router: this.router.stats,
+      router: this.service.stats,
       // Left out while the model loads, or when it failed to.
       engine: this.slot?.engine?.cacheStats,
       model: this.modelStats(),
@@ -260,7 +263,7 @@ export class Controller {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     const pipeline = this.pipeline;
-    const router = this.router;
+    const service = this.service;
     const perCamera = (name: string, help: string, read: (s: ReturnType<Pipeline["stats"]>[string]) => number) =>
       new Gauge({
         name,
@@ -296,18 +299,19 @@ export class Controller {
       help: "Cloud calls left in this month's budget (-1: no cloud configured)",
       registers,
       collect() {
-        this.set(router.stats.cloudCallsLeft ?? -1);
+        this.set(service.stats.cloudCallsLeft ?? -1);
       },
     });
   }
 
   private async onResult({ frame, result, queueMs }: ProcessedFrame): Promise<void> {
     const started = performance.now();
-    const body = resultBody(result, this.config.results, { queueMs });
+    // Waiting for the scheduler and then in the service's queue, together.
+    const body = await encodeResult(result, resultEncoding(this.config.results), { queueMs: queueMs + (result.timings.queueMs ?? 0) });
     const formatMs = performance.now() - started;
-    const latency = body.latency_ms as Record<string, number>;
-    latency.format = Math.round(formatMs * 100) / 100;
-    latency.total = Date.now() - frame.capturedAt.getTime();
+    this.service.observeStage("format", formatMs);
+    body.latency_ms.format = roundMs(formatMs);
+    body.latency_ms.total = Date.now() - frame.capturedAt.getTime();
     const message = {
       device: this.config.device_id,
       camera: frame.cameraId,
@@ -334,7 +338,7 @@ export class Controller {
       await this.publisher?.stop(FLUSH_TIMEOUT_MS);
       await this.http?.close();
       await this.broker?.close();
-      await this.slot?.close().catch((err: Error) => this.log.warn(`releasing the model failed: ${err.message}`));
+      await this.service?.close().catch((err: Error) => this.log.warn(`releasing the model failed: ${err.message}`));
     })();
     return this.stopping;
   }

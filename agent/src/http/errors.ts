@@ -14,10 +14,6 @@ export type HttpErrorCode =
   | "CROSS_SITE_REQUEST"
   | "RATE_LIMITED"
   | "NOT_FOUND"
-  | "CAMERA_NOT_FOUND"
-  | "CAMERA_NO_FRAME"
-  | "CAMERA_NO_RESULT"
-  | "MODEL_LOADING"
   | "MODEL_UPDATE_DISABLED"
   | "INTERNAL";
 
@@ -60,6 +56,10 @@ export const HTTP_STATUS: Readonly<Record<ApiErrorCode, number>> = {
   MODEL_UPDATE_FETCH_FAILED: 502,
   MODEL_UPDATE_FAILED: 500,
   CONFIG_INVALID: 500,
+  BUSY: 503,
+  // The client is gone or its request outlived its expiry: nobody reads these answers.
+  REQUEST_CANCELLED: 499,
+  REQUEST_EXPIRED: 408,
   INTERNAL: 500,
 };
 

@@ -52,6 +52,8 @@ export interface IncomingRequest {
   /** MQTT 5's response topic and correlation data, when the client sent them. */
   responseTopic?: string;
   correlationData?: Buffer;
+  /** Epoch ms when MQTT 5's message expiry runs out: nobody waits for the answer after that. */
+  expiresAt?: number;
 }
 
 export interface PublisherOptions {
@@ -129,6 +131,7 @@ export class MqttPublisher {
         payload,
         ...(props?.responseTopic ? { responseTopic: props.responseTopic } : {}),
         ...(props?.correlationData ? { correlationData: props.correlationData } : {}),
+        ...(props?.messageExpiryInterval !== undefined ? { expiresAt: Date.now() + props.messageExpiryInterval * 1000 } : {}),
       };
       const opts: IClientPublishOptions = { qos: 1, ...(request.correlationData ? { properties: { correlationData: request.correlationData } } : {}) };
       const refused = request.responseTopic === undefined ? undefined : this.responseTopicProblem(request.responseTopic);

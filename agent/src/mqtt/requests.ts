@@ -4,9 +4,9 @@ import { configSchema } from "../config/schema.ts";
 import { isSamEdgeError } from "../core/errors.ts";
 import { REQUEST_ID } from "./topic.ts";
 import { CloudError } from "../service/cloud-errors.ts";
-import type { Router } from "../service/router.ts";
+import type { SegmentationService } from "../service/segmentation.ts";
 import type { CameraProvider } from "../capture/cameras.ts";
-import { resultBody } from "../service/result.ts";
+import { encodeResult, resultEncoding } from "../service/result.ts";
 
 /**
  * A segment request over MQTT, published to `<base>/<device>/request`:
@@ -68,10 +68,11 @@ export class RequestHandler {
   private readonly schema = compileRequestSchema();
 
   constructor(
-    private readonly deps: { router: Router; cameras: CameraProvider; config: Config; topicFor: (id?: string) => string },
+    private readonly deps: { service: SegmentationService; cameras: CameraProvider; config: Config; topicFor: (id?: string) => string },
   ) {}
 
-  async answer(payload: Buffer): Promise<Reply> {
+  /** `expiresAt`: when the request's MQTT 5 message expiry runs out (a job still waiting then is dropped). */
+  async answer(payload: Buffer, expiresAt?: number): Promise<Reply> {
     let request: SegmentRequest;
     try {
       request = JSON.parse(payload.toString("utf8")) as SegmentRequest;
@@ -103,7 +104,9 @@ export class RequestHandler {
     if (mode === "prompts" && !prompts) return this.error(id, "REQUEST_INVALID", 'give "prompts", or "mode": "everything"');
     const start = performance.now();
     try {
-      const result = await this.deps.router.run({
+      const result = await this.deps.service.segment({
+        source: "mqtt",
+        ...(expiresAt !== undefined ? { expiresAt } : {}),
         bytes,
         mode,
         prompts: prompts ?? [],
@@ -112,7 +115,7 @@ export class RequestHandler {
         everything: { ...(base?.everything ?? this.schema.everythingDefaults), ...request.everything },
         route: request.route ?? base?.route ?? this.deps.config.routing.default_route,
       });
-      const body = resultBody(result, this.deps.config.results, { totalMs: performance.now() - start });
+      const body = await encodeResult(result, resultEncoding(this.deps.config.results), { totalMs: performance.now() - start });
       return { topic: this.deps.topicFor(id), payload: { ...(id ? { id } : {}), ...(request.camera ? { camera: request.camera } : {}), ...body } };
     } catch (err) {
       if (isSamEdgeError(err) || err instanceof CloudError) return this.error(id, err.code, err.message);

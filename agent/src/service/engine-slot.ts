@@ -1,14 +1,20 @@
 import { SamEdgeError } from "../core/errors.ts";
 import { SegmentEngine } from "../segment/engine.ts";
+import { type Engine, InProcessEngine } from "./engine.ts";
+
+/** What a slot takes: an engine (a bare SegmentEngine runs in this thread), or its pending load. */
+export type EngineSource = Engine | SegmentEngine | Promise<Engine | SegmentEngine>;
+
+const asEngine = (e: Engine | SegmentEngine): Engine => (e instanceof SegmentEngine ? new InProcessEngine(e) : e);
 
 /** The engine one request runs on, held until `release()`: a swap never pulls it from under the request. */
 export interface EngineLease {
-  readonly engine: SegmentEngine;
+  readonly engine: Engine;
   release(): void;
 }
 
 interface Held {
-  engine: SegmentEngine;
+  engine: Engine;
   users: number;
   retired: boolean;
   releasing: boolean;
@@ -29,18 +35,19 @@ export class EngineSlot {
   private readonly retiring = new Map<Held, Promise<void>>();
 
   /** Routers and servers take an engine, its pending load, or a slot shared with others. */
-  static from(engine: SegmentEngine | Promise<SegmentEngine> | EngineSlot): EngineSlot {
+  static from(engine: EngineSource | EngineSlot): EngineSlot {
     return engine instanceof EngineSlot ? engine : new EngineSlot(engine);
   }
 
-  constructor(initial: SegmentEngine | Promise<SegmentEngine>) {
-    if (initial instanceof SegmentEngine) {
-      this.held = entry(initial);
+  constructor(initial: EngineSource) {
+    if (!(initial instanceof Promise)) {
+      this.held = entry(asEngine(initial));
       this.first = Promise.resolve();
       return;
     }
     this.first = initial.then(
-      (engine) => {
+      (loaded) => {
+        const engine = asEngine(loaded);
         // An update (or a stop) that came first wins: the late initial model is not needed.
         // close() awaits its release (and raises its error) when it is still pending.
         if (this.held || this.closed) this.retire(entry(engine)).catch(() => undefined);
@@ -53,7 +60,7 @@ export class EngineSlot {
   }
 
   /** The engine new requests get; undefined while the first model loads, or when it failed and no update replaced it. */
-  get engine(): SegmentEngine | undefined {
+  get engine(): Engine | undefined {
     return this.held?.engine;
   }
 
@@ -90,7 +97,7 @@ export class EngineSlot {
   }
 
   /** Runs `fn` on the current engine, waiting for the first load; rejects with its error when it failed. */
-  async use<T>(fn: (engine: SegmentEngine) => Promise<T>): Promise<T> {
+  async use<T>(fn: (engine: Engine) => Promise<T>): Promise<T> {
     if (!this.held && this.failure === undefined) await this.first;
     const lease = this.hold();
     if (!lease) throw this.failure ?? new SamEdgeError("MODEL_FAILED", "the agent is stopping: its model is released");
@@ -105,7 +112,8 @@ export class EngineSlot {
    * Makes `engine` the one new requests get. Resolves once the engine it replaced has been
    * released, which waits for that engine's running requests to end.
    */
-  swap(engine: SegmentEngine): Promise<void> {
+  swap(next: Engine | SegmentEngine): Promise<void> {
+    const engine = asEngine(next);
     if (this.closed) return this.retire(entry(engine));
     const old = this.held;
     this.held = entry(engine);
@@ -140,13 +148,13 @@ export class EngineSlot {
       this.retiring.delete(h);
       h.settle!(err);
     };
-    h.engine.model.release().then(
+    h.engine.release().then(
       () => settle(),
       (err: unknown) => settle(err ?? new Error("releasing the model failed")),
     );
   }
 }
 
-function entry(engine: SegmentEngine): Held {
+function entry(engine: Engine): Held {
   return { engine, users: 0, retired: false, releasing: false };
 }

@@ -5,8 +5,8 @@ import { setAsideCorrupt } from "../core/state-file.ts";
 import { isSamEdgeError, SamEdgeError } from "../core/errors.ts";
 import type { Logger } from "../core/log.ts";
 import type { EngineSlot } from "./engine-slot.ts";
-import { SegmentEngine } from "../segment/engine.ts";
-import { SamModel, type SessionConfig } from "../model/sam-model.ts";
+import type { SessionConfig } from "../model/sam-model.ts";
+import { type Engine, type EngineLoader, InProcessEngine } from "./engine.ts";
 import type { FetchPolicy } from "../model/fetch-policy.ts";
 import { selfTest, type SelfTestReport } from "./self-test.ts";
 import { describeSource, parseSource, stageModel, type StageLimits } from "../model/stage.ts";
@@ -54,6 +54,8 @@ export interface UpdaterOptions {
   fetchPolicy: FetchPolicy;
   log: Logger;
   registry: Registry;
+  /** How a model set is loaded (in a worker thread in the daemon); in this thread when unset. */
+  load?: EngineLoader;
 }
 
 const ACTIVE_FILE = "active-model.json";
@@ -93,12 +95,18 @@ async function readActiveRecord(file: string, log: Logger): Promise<ActiveRecord
  * choice). An updated model that no longer loads falls back to model.dir, so a box never
  * fails to start over an update.
  */
-export async function loadStartModel(stateDir: string, configDir: string, session: SessionConfig, log: Logger): Promise<SamModel> {
+export async function loadStartModel(
+  stateDir: string,
+  configDir: string,
+  session: SessionConfig,
+  log: Logger,
+  load: EngineLoader = InProcessEngine.load,
+): Promise<Engine> {
   const file = join(stateDir, ACTIVE_FILE);
   const record = await readActiveRecord(file, log);
   if (record && record.config_dir === resolve(configDir)) {
     try {
-      const model = await SamModel.load(record.dir, session);
+      const model = await load(record.dir, session);
       log.info(`model: ${record.name} from the update of ${record.updated_at} (${record.source}), instead of model.dir ${configDir}`);
       return model;
     } catch (err) {
@@ -108,7 +116,7 @@ export async function loadStartModel(stateDir: string, configDir: string, sessio
     log.info(`model: model.dir is ${configDir}, no longer ${record.config_dir} as at the update of ${record.updated_at}: the config wins over that update`);
     await rm(file, { force: true });
   }
-  return SamModel.load(configDir, session);
+  return load(configDir, session);
 }
 
 /**
@@ -141,6 +149,10 @@ export class ModelUpdater {
         if (engine) this.set({ name: engine.model.manifest.name, id: engine.model.id }, 1);
       },
     });
+  }
+
+  private get load(): EngineLoader {
+    return this.options.load ?? InProcessEngine.load;
   }
 
   private get modelsDir(): string {
@@ -181,18 +193,18 @@ export class ModelUpdater {
     const started = new Date();
     const { slot, log } = this.options;
     let staged: string | undefined;
-    let model: SamModel | undefined;
+    let engine: Engine | undefined;
     try {
       const source = parseSource(sourceText);
       log.info(`model update: staging ${describeSource(source)}`);
       staged = (await stageModel(source, this.modelsDir, this.options.limits, this.options.fetchPolicy)).dir;
       try {
-        model = await SamModel.load(staged, this.options.session);
+        engine = await this.load(staged, this.options.session);
       } catch (err) {
         if (!isSamEdgeError(err)) throw err;
         throw new SamEdgeError("MODEL_UPDATE_INVALID", `the new model set does not load (${err.code}: ${err.message})`);
       }
-      const engine = new SegmentEngine(model);
+      const model = engine.model;
       const report = await selfTest(engine);
       const previous = slot.engine?.model;
       await this.persist({ dir: staged, name: model.manifest.name, source: shown, config_dir: resolve(this.options.configDir), updated_at: new Date().toISOString() });
@@ -210,7 +222,7 @@ export class ModelUpdater {
       );
       await this.prune([staged, ...(previous ? [previous.dir] : [])]).catch((err: Error) => log.warn(`model update: removing older model sets from ${this.modelsDir} failed: ${err.message}`));
     } catch (err) {
-      await model?.release().catch((e: Error) => log.warn(`model update: releasing the refused model failed: ${e.message}`));
+      await engine?.release().catch((e: Error) => log.warn(`model update: releasing the refused model failed: ${e.message}`));
       if (staged) await rm(staged, { recursive: true, force: true });
       const refusal =
         isSamEdgeError(err) && err.code.startsWith("MODEL_UPDATE_") ? err : new SamEdgeError("MODEL_UPDATE_FAILED", `the update failed inside the agent: ${(err as Error).message}`);

@@ -3,8 +3,8 @@ import { join } from "node:path";
 import sharp from "sharp";
 import { SAMPLES_DIR } from "../config/paths.ts";
 import { SamEdgeError } from "../core/errors.ts";
-import type { MaskResult, SegmentEngine } from "../segment/engine.ts";
-import { segmentEverything } from "../segment/everything.ts";
+import type { MaskResult } from "../segment/engine.ts";
+import type { Engine } from "./engine.ts";
 import { maskIoU, type BinaryMask } from "../segment/mask.ts";
 
 /**
@@ -50,7 +50,7 @@ function finite(masks: MaskResult[]): boolean {
  * MODEL_UPDATE_SELF_TEST saying what was wrong. Everything mode runs once too, when the
  * model can batch, since it is the only user of the batch decoder.
  */
-export async function selfTest(engine: SegmentEngine): Promise<SelfTestReport> {
+export async function selfTest(engine: Engine): Promise<SelfTestReport> {
   const start = performance.now();
   const name = engine.model.manifest.name;
   const failed = (why: string) => new SamEdgeError("MODEL_UPDATE_SELF_TEST", `${name} failed the self-test on agent/samples/${FRAME}: ${why}`);
@@ -63,13 +63,13 @@ export async function selfTest(engine: SegmentEngine): Promise<SelfTestReport> {
       throw failed(`${what} failed (${(err as Error).message})`);
     }
   };
-  const { embedding } = await run("encoding the frame", () => engine.embed(frame));
   for (const click of CLICKS) {
     const where = `a click at (${click.x}, ${click.y}) inside a circle`;
-    const { masks } = await run(`decoding ${where}`, () => engine.segment(embedding, { points: [{ x: click.x, y: click.y, label: 1 }] }, { multimask: true }));
+    // The first click encodes the frame; the second finds it in the engine's cache.
+    const { masks, width, height } = await run(`segmenting ${where}`, () => engine.segment(frame, { points: [{ x: click.x, y: click.y, label: 1 }] }, { multimask: true }));
     if (!finite(masks)) throw failed(`the decoder's scores or mask logits for ${where} hold NaN or infinity`);
     if (masks.every((m) => m.area === 0)) throw failed(`every mask for ${where} is empty (no logit above 0)`);
-    const frameArea = embedding.width * embedding.height;
+    const frameArea = width * height;
     if (masks.every((m) => m.area >= MAX_AREA_SHARE * frameArea)) throw failed(`every mask for ${where} covers ${MAX_AREA_SHARE * 100}% of the frame or more`);
     const iou = Math.max(...masks.map((m) => maskIoU(m.mask, truth(click.object))));
     if (!(iou >= SELF_TEST_MIN_IOU)) {
@@ -80,7 +80,7 @@ export async function selfTest(engine: SegmentEngine): Promise<SelfTestReport> {
     ious.push(Math.round(iou * 1000) / 1000);
   }
   if (engine.model.canBatch) {
-    await run("Everything mode (the batch decoder)", () => segmentEverything(engine, embedding, { pointsPerSide: 2, predIouThresh: 0, stabilityScoreThresh: 0 }));
+    await run("Everything mode (the batch decoder)", () => engine.everything(frame, { pointsPerSide: 2, predIouThresh: 0, stabilityScoreThresh: 0 }));
   }
   return { frame: FRAME, ious, ms: Math.round(performance.now() - start) };
 }

@@ -1,12 +1,12 @@
 import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { isAbsolute, join } from "node:path";
+import { dirname, isAbsolute, join } from "node:path";
 import { Readable, Transform } from "node:stream";
 import type { ReadableStream } from "node:stream/web";
 import { pipeline } from "node:stream/promises";
 import { isSamEdgeError, SamEdgeError, type ErrorCode } from "../errors.ts";
-import { parseManifest, type ModelManifest } from "./manifest.ts";
+import { manifestFiles, parseManifest, type ModelManifest } from "./manifest.ts";
 
 /** Where a model update comes from: a folder on this box, or a web folder holding manifest.json and the files it names. */
 export type ModelSource = { kind: "folder"; dir: string } | { kind: "url"; base: URL };
@@ -176,7 +176,7 @@ export async function stageModel(source: ModelSource, modelsDir: string, limits:
   } catch (err) {
     throw fail("MODEL_UPDATE_INVALID", (err as Error).message);
   }
-  const files = [manifest.encoder, manifest.decoder, ...(manifest.decoderBatch ? [manifest.decoderBatch] : [])];
+  const files = manifestFiles(manifest);
   const unchecked = files.filter((f) => !manifest.sha256?.[f]);
   if (unchecked.length > 0) {
     throw fail(
@@ -188,8 +188,10 @@ export async function stageModel(source: ModelSource, modelsDir: string, limits:
   const dir = join(modelsDir, `${folderName(manifest.name)}-${id}-${Date.now().toString(36)}`);
   await mkdir(dir, { recursive: true });
   try {
-    for (const file of new Set(files)) {
+    for (const file of files) {
       const dest = join(dir, file);
+      // A manifest's paths are relative and checked (isModelPath): `onnx/x.onnx` stays inside.
+      await mkdir(dirname(dest), { recursive: true });
       let from: string;
       let actual: string;
       if (source.kind === "folder") {
@@ -203,7 +205,7 @@ export async function stageModel(source: ModelSource, modelsDir: string, limits:
         if (size > limits.maxBytes) throw fail("MODEL_UPDATE_INVALID", `${from} is ${size} bytes, over model.update.max_bytes (${limits.maxBytes})`);
         actual = await writeHashed(createReadStream(from), dest, limits.maxBytes, from, "MODEL_UPDATE_INVALID");
       } else {
-        const url = new URL(encodeURIComponent(file), source.base);
+        const url = new URL(file.split("/").map(encodeURIComponent).join("/"), source.base);
         from = url.href;
         const res = await fetchOk(url, signal);
         if (declaredTooLarge(res, limits.maxBytes)) {

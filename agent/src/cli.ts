@@ -6,6 +6,7 @@ import { Controller } from "./pipeline/controller.ts";
 import { createLogger } from "./pipeline/log.ts";
 import { SystemdNotifier } from "./service/notify.ts";
 import { isSamEdgeError, SamEdgeError } from "./errors.ts";
+import { MODEL_USAGE, modelCommand } from "./model/commands.ts";
 import { SamModel } from "./model/sam-model.ts";
 import { SegmentEngine, type MaskResult } from "./segment/engine.ts";
 import { segmentEverything, type EverythingMask } from "./segment/everything.ts";
@@ -22,7 +23,9 @@ const USAGE = `usage:
   sam-edge segment IMAGE (--point x,y[,label] ... [--box x0,y0,x1,y1] [--multimask] | --everything [--points-per-side N])
                    [--model DIR] [--format json|rle|polygon|png|overlay] [--tolerance PX] [--out FILE]
       prints the result as JSON with each mask as a base64 PNG (json), COCO RLE (rle) or polygons
-      with holes (polygon); png writes the best mask as a PNG, overlay a JPEG of the masks on the image`;
+      with holes (polygon); png writes the best mask as a PNG, overlay a JPEG of the masks on the image
+      (--model DIR#NAME picks one model of a folder holding several)
+${MODEL_USAGE}`;
 
 const FORMATS = ["json", "rle", "polygon", "png", "overlay"] as const;
 type Format = (typeof FORMATS)[number];
@@ -176,6 +179,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     if (command === "run") await runCommand(rest);
     else if (command === "segment") await segmentCommand(rest);
+    else if (command === "model") await modelCommand(rest);
     else {
       console.error(command ? `unknown command "${command}"\n${USAGE}` : USAGE);
       return 2;

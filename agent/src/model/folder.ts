@@ -34,8 +34,11 @@ export interface FolderScan {
   others: { file: string; what: string }[];
 }
 
-/** Where publishers put the graphs: the folder itself, and transformers.js's `onnx/`. */
-const GRAPH_FOLDERS = ["", "onnx"];
+/**
+ * Where publishers put the graphs: the folder itself, transformers.js's `onnx/`, EfficientSAM's
+ * and EdgeSAM's `weights/`, samexporter's `output_models/`.
+ */
+const GRAPH_FOLDERS = ["", "onnx", "weights", "output_models"];
 /** The words that say which half of a model a file is; what is left of the name is the model's. */
 const ROLE_WORDS = /(^|[._-])(vision_encoder|prompt_encoder_mask_decoder|image_encoder|mask_decoder|decoder-batch|encoder|decoder)(?=$|[._-])/;
 

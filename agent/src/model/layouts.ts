@@ -145,7 +145,9 @@ function classifyDecoder(sig: GraphSignature): DecoderSpec | { role: "combined";
         scores,
         lowRes,
         padsInGraph: true,
-        batch: pointDim(points, 0) ? "prompts" : "one",
+        // Its point inputs' first dimension is dynamic, but the graph was traced with one prompt
+        // and reshapes the image to batch 1 (onnxruntime refuses 16 prompts at Reshape_6).
+        batch: "one",
       };
     }
     if (!names.has("image_embeddings")) return undefined;

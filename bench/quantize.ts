@@ -21,9 +21,8 @@ import { access, readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs, promisify } from "node:util";
-import * as ort from "onnxruntime-node";
 import { BUNDLED_FP32_MODEL_DIR, BUNDLED_MODEL_DIR } from "../agent/src/cli.ts";
-import { SamModel } from "../agent/src/model/sam-model.ts";
+import { SamModel, type ImageFeatures } from "../agent/src/model/sam-model.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
 import { maskIoU, type BinaryMask } from "../agent/src/segment/mask.ts";
 import { loadScene, SCENES_DIR } from "../test/helpers/scenes.ts";
@@ -148,9 +147,9 @@ async function vitB() {
   const dirs = given ? { fp32: values["vit-b"]!, int8: values["vit-b-int8"]! } : await randomVitB();
   const models = { fp32: await SamModel.load(dirs.fp32), int8: await SamModel.load(dirs.int8) };
   const size = 1024;
-  const pixels = new Float32Array(3 * size * size).map(() => Math.random() * 2 - 1);
-  const emb: Record<string, ort.Tensor> = {};
-  for (const [k, m] of Object.entries(models)) emb[k] = await m.encode(pixels, [1, 3, size, size]); // warm-up
+  const image = { width: size, height: size, resizedWidth: size, resizedHeight: size, rgb: Uint8Array.from({ length: 3 * size * size }, () => Math.floor(Math.random() * 256)) };
+  const emb: Record<string, ImageFeatures> = {};
+  for (const [k, m] of Object.entries(models)) emb[k] = await m.encode(image); // warm-up
   const decodeInputs = (k: string) => ({
     embedding: emb[k]!,
     coords: Float32Array.of(400, 300, 0, 0),
@@ -165,7 +164,7 @@ async function vitB() {
   for (let i = 0; i < runs; i++) {
     for (const [k, m] of Object.entries(models)) {
       const t = performance.now();
-      await m.encode(pixels, [1, 3, size, size]);
+      await m.encode(image);
       enc[k]!.push(performance.now() - t);
     }
   }

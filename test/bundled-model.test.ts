@@ -19,8 +19,11 @@ describe("bundled tiny-sam model", () => {
   afterAll(async () => model.release());
 
   it("has SAM's reference ONNX layout", () => {
-    expect(model.encoderLayout).toMatchObject({ kind: "normalized-chw", input: "images", output: "image_embeddings" });
-    expect(model.decoderLayout).toMatchObject({ hasMaskInput: true, hasOrigImSize: true, fullMasks: "masks", lowResMasks: "low_res_masks", batched: false });
+    expect(model.layout).toEqual({
+      family: "sam",
+      encoder: "SAM image encoder (normalised 1024x1024 input)",
+      decoder: "SAM mask decoder (mask input, original-size masks)",
+    });
     expect(model.canBatch).toBe(true);
   });
 

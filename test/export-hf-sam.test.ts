@@ -38,14 +38,10 @@ describe("scripts/export/export_hf_sam.py", () => {
 
     const model = await SamModel.load(out); // also checks every sha256
     try {
-      expect(model.encoderLayout).toEqual({ kind: "normalized-chw", input: "images", output: "image_embeddings", pixelType: "float32" });
-      expect(model.decoderLayout).toEqual({
-        hasMaskInput: true,
-        hasOrigImSize: true,
-        scores: "iou_predictions",
-        fullMasks: "masks",
-        lowResMasks: "low_res_masks",
-        batched: false,
+      expect(model.layout).toEqual({
+        family: "sam",
+        encoder: "SAM image encoder (normalised 1024x1024 input)",
+        decoder: "SAM mask decoder (mask input, original-size masks)",
       });
       expect(model.canBatch).toBe(true);
 

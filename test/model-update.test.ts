@@ -173,7 +173,7 @@ describe("model updates: fetch, verify, self-test, swap", () => {
   const refusals: [string, () => unknown, number, string, RegExp, RegExp?][] = [
     ["a file whose sha256 differs from the manifest (folder)", () => join(sets, "bad-sha"), 422, "MODEL_UPDATE_CHECKSUM", /tiny-sam\.decoder\.onnx: sha256 is [0-9a-f]{64}, but .* says/],
     ["a file whose sha256 differs from the manifest (URL)", () => `${models.url}/sets/bad-sha/`, 422, "MODEL_UPDATE_CHECKSUM", /\/sets\/bad-sha\/tiny-sam\.decoder\.onnx: sha256 is/],
-    ["a truncated ONNX file with a matching sha256", () => join(sets, "truncated"), 422, "MODEL_UPDATE_INVALID", /does not load \(MODEL_INVALID: .*tiny-sam\.encoder\.onnx cannot be loaded by onnxruntime/],
+    ["a truncated ONNX file with a matching sha256", () => join(sets, "truncated"), 422, "MODEL_UPDATE_INVALID", /does not load \(MODEL_INVALID: .*tiny-sam\.encoder\.onnx is not an ONNX model: it is not a complete ONNX protobuf/],
     ["a manifest naming a missing file (folder)", () => join(sets, "missing-file"), 422, "MODEL_UPDATE_INVALID", /tiny-sam\.decoder-batch\.onnx does not exist/],
     ["a manifest naming a missing file (URL)", () => `${models.url}/sets/missing-file`, 502, "MODEL_UPDATE_FETCH_FAILED", /could not be fetched; the agent's log says why/, /decoder-batch\.onnx answered 404/],
     ["a manifest without sha256", () => join(sets, "no-sha"), 422, "MODEL_UPDATE_CHECKSUM", /gives no sha256 for tiny-sam\.encoder\.onnx, tiny-sam\.decoder\.onnx/],

@@ -3,7 +3,7 @@ import { access, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promise
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { readManifest } from "../agent/src/model/manifest.ts";
+import { readManifest } from "../agent/src/model/folder.ts";
 import { SamModel } from "../agent/src/model/sam-model.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
 import { maskIoU } from "../agent/src/segment/mask.ts";
@@ -71,7 +71,7 @@ describe("scripts/quantize/quantize.py on the bundled tiny model", () => {
 
     const [int8, fp32] = await Promise.all([SamModel.load(out), SamModel.load(TINY_SAM_DIR)]);
     try {
-      expect(int8.encoderLayout).toMatchObject({ input: "images", output: "image_embeddings" });
+      expect(int8.layout.encoder).toBe("SAM image encoder (normalised 1024x1024 input)");
       expect(int8.canBatch).toBe(true);
       const scene = await loadScene("landscape");
       const engines = [new SegmentEngine(int8), new SegmentEngine(fp32)] as const;
@@ -105,7 +105,7 @@ describe("scripts/quantize/quantize.py on the bundled tiny model", () => {
 
     const model = await SamModel.load(out);
     try {
-      expect(model.decoderLayout).toMatchObject({ hasMaskInput: false, hasOrigImSize: false, scores: "scores", lowResMasks: "masks" });
+      expect(model.layout.decoder).toBe("SAM mask decoder (no mask input, low-res masks only)");
       const scene = await loadScene("small");
       const { masks } = await new SegmentEngine(model).segment(scene.bytes, { box: [10, 10, 120, 90] });
       expect(masks[0]!.mask.data).toHaveLength(scene.width * scene.height);

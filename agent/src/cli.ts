@@ -11,6 +11,7 @@ import { validatePromptShape, type Box, type Point, type Prompt } from "./segmen
 import { InProcessEngine } from "./service/engine.ts";
 import { encodeResult, type MaskEncoding } from "./service/result.ts";
 import { SegmentationService } from "./service/segmentation.ts";
+import { MODEL_USAGE, modelCommand } from "./commands/model.ts";
 
 export { BUNDLED_FP32_MODEL_DIR, BUNDLED_MODEL_DIR, SAMPLES_DIR };
 
@@ -22,7 +23,9 @@ const USAGE = `usage:
   sam-edge segment IMAGE (--point x,y[,label] ... [--box x0,y0,x1,y1] [--multimask] | --everything [--points-per-side N])
                    [--model DIR] [--format json|rle|polygon|png|overlay] [--tolerance PX] [--out FILE]
       prints the result as JSON with each mask as a base64 PNG (json), COCO RLE (rle) or polygons
-      with holes (polygon); png writes the best mask as a PNG, overlay a JPEG of the masks on the image`;
+      with holes (polygon); png writes the best mask as a PNG, overlay a JPEG of the masks on the image
+      (--model DIR#NAME picks one model of a folder holding several)
+${MODEL_USAGE}`;
 
 const FORMATS = ["json", "rle", "polygon", "png", "overlay"] as const;
 type Format = (typeof FORMATS)[number];
@@ -172,6 +175,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     if (command === "run") await runCommand(rest);
     else if (command === "segment") await segmentCommand(rest);
+    else if (command === "model") await modelCommand(rest);
     else {
       console.error(command ? `unknown command "${command}"\n${USAGE}` : USAGE);
       return 2;

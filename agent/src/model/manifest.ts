@@ -1,31 +1,49 @@
-import { readFile, readdir } from "node:fs/promises";
-import { join } from "node:path";
 import { SamEdgeError } from "../core/errors.ts";
-import { jsonSyntaxProblem } from "../core/json.ts";
 
 /**
- * What a model folder says about itself (`manifest.json`). Only the files are required: a
- * folder with one `*.encoder.onnx` and one `*.decoder.onnx` and no manifest gets SAM's
- * defaults, so a SAM / MobileSAM / EdgeSAM export made elsewhere loads as it is.
+ * Everything mode's settings a model may carry, calibrated for it (a model whose predicted IoUs
+ * run lower than SAM's needs a lower pred_iou_thresh than SAM's 0.88). Written snake_case in
+ * manifest.json, as the HTTP API names them.
+ */
+export interface EverythingSettings {
+  pointsPerSide: number;
+  pointsPerBatch: number;
+  predIouThresh: number;
+  stabilityScoreThresh: number;
+  boxNmsThresh: number;
+}
+
+/**
+ * What a model folder says about itself (`manifest.json`). Only the files are required. A
+ * folder without one is read by the graphs' signatures (model/folder.ts), and `sam-edge model
+ * add` writes one.
  */
 export interface ModelManifest {
   name: string;
-  /** Longest side of the encoder input, 1024 for every SAM variant. */
+  /** Longest side of the encoder input (the side of its square for SAM 2), 1024 for every SAM variant. */
   inputSize: number;
   pixelMean: [number, number, number];
   pixelStd: [number, number, number];
+  /** Paths relative to the model folder, `/`-separated: `onnx/vision_encoder.onnx` is one. */
   encoder: string;
   decoder: string;
   /** A decoder whose prompt-batch dimension is dynamic (Everything mode batches its grid). */
   decoderBatch?: string;
+  /** Files the graphs read their weights from (ONNX external data), checked and copied with them. */
+  data?: string[];
+  /** The layout found when the manifest was written, in words (informational). */
+  layout?: string;
   /** Where the weights came from, in words. */
   source?: string;
-  /** sha256 of each file, by file name; checked at load when present. */
+  /** sha256 of each file, by path; checked at load when present. */
   sha256?: Record<string, string>;
+  everything?: Partial<EverythingSettings>;
 }
 
 export const SAM_PIXEL_MEAN: [number, number, number] = [123.675, 116.28, 103.53];
 export const SAM_PIXEL_STD: [number, number, number] = [58.395, 57.12, 57.375];
+
+const MAX_PATH = 255;
 
 function triple(v: unknown): v is [number, number, number] {
   return Array.isArray(v) && v.length === 3 && v.every((x) => typeof x === "number" && Number.isFinite(x));
@@ -35,16 +53,51 @@ function invalid(where: string, what: string): SamEdgeError {
   return new SamEdgeError("MODEL_INVALID", `${where}: ${what}`);
 }
 
+/**
+ * A path inside the model folder, as a manifest may name it: relative, `/`-separated, no `.` or
+ * `..` segment, no backslash or NUL. An update writes these paths under its staging folder, so
+ * none may lead out of it.
+ */
+export function isModelPath(path: unknown): path is string {
+  if (typeof path !== "string" || path.length === 0 || path.length > MAX_PATH || /[\\\0]/.test(path) || path.startsWith("/")) return false;
+  return path.split("/").every((seg) => seg !== "" && seg !== "." && seg !== "..");
+}
+
+const EVERYTHING_KEYS: Record<string, { key: keyof EverythingSettings; integer?: [number, number] }> = {
+  points_per_side: { key: "pointsPerSide", integer: [1, 64] },
+  points_per_batch: { key: "pointsPerBatch", integer: [1, 1024] },
+  pred_iou_thresh: { key: "predIouThresh" },
+  stability_score_thresh: { key: "stabilityScoreThresh" },
+  box_nms_thresh: { key: "boxNmsThresh" },
+};
+
+function parseEverything(where: string, raw: unknown): Partial<EverythingSettings> {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw invalid(where, `"everything" must be an object of Everything-mode settings`);
+  const settings: Partial<EverythingSettings> = {};
+  for (const [name, value] of Object.entries(raw)) {
+    const spec = EVERYTHING_KEYS[name];
+    if (!spec) throw invalid(where, `"everything" has an unknown key "${name}"; known: ${Object.keys(EVERYTHING_KEYS).join(", ")}`);
+    const ok = spec.integer
+      ? Number.isInteger(value) && (value as number) >= spec.integer[0] && (value as number) <= spec.integer[1]
+      : typeof value === "number" && value >= 0 && value <= 1;
+    if (!ok) throw invalid(where, `"everything.${name}" must be ${spec.integer ? `an integer from ${spec.integer[0]} to ${spec.integer[1]}` : "a number from 0 to 1"}`);
+    settings[spec.key] = value as number;
+  }
+  return settings;
+}
+
 /** Checks a parsed manifest; `where` names it (a path or a URL) in the errors. */
 export function parseManifest(where: string, raw: unknown): ModelManifest {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw invalid(where, "must be a JSON object");
   const m = raw as Record<string, unknown>;
   for (const key of ["encoder", "decoder", "decoderBatch"] as const) {
     if (key === "decoderBatch" && m[key] === undefined) continue;
-    // A bare file name: an update writes these names into its staging folder.
-    if (typeof m[key] !== "string" || !(m[key] as string).endsWith(".onnx") || /[/\\\0]/.test(m[key] as string)) {
-      throw invalid(where, `"${key}" must name an .onnx file inside the model folder`);
+    if (!isModelPath(m[key]) || !(m[key] as string).endsWith(".onnx")) {
+      throw invalid(where, `"${key}" must name an .onnx file inside the model folder (a relative path such as "onnx/vision_encoder.onnx", without "..")`);
     }
+  }
+  if (m.data !== undefined && !(Array.isArray(m.data) && m.data.every(isModelPath))) {
+    throw invalid(where, `"data" must list files inside the model folder (relative paths without "..")`);
   }
   if (m.inputSize !== undefined && !(Number.isInteger(m.inputSize) && (m.inputSize as number) >= 64 && (m.inputSize as number) <= 4096)) {
     throw invalid(where, `"inputSize" must be an integer between 64 and 4096`);
@@ -59,48 +112,24 @@ export function parseManifest(where: string, raw: unknown): ModelManifest {
       Object.values(m.sha256).every((h) => typeof h === "string" && /^[0-9a-f]{64}$/.test(h));
     if (!ok) throw invalid(where, `"sha256" must map file names to 64 hex digits`);
   }
+  const encoder = m.encoder as string;
   return {
-    name: typeof m.name === "string" ? m.name : (m.encoder as string).replace(/\.encoder\.onnx$|\.onnx$/, ""),
+    name: typeof m.name === "string" ? m.name : encoder.replace(/^.*\//, "").replace(/\.encoder\.onnx$|\.onnx$/, ""),
     inputSize: (m.inputSize as number | undefined) ?? 1024,
     pixelMean: (m.pixelMean as [number, number, number] | undefined) ?? SAM_PIXEL_MEAN,
     pixelStd: (m.pixelStd as [number, number, number] | undefined) ?? SAM_PIXEL_STD,
-    encoder: m.encoder as string,
+    encoder,
     decoder: m.decoder as string,
     ...(typeof m.decoderBatch === "string" ? { decoderBatch: m.decoderBatch } : {}),
+    ...(Array.isArray(m.data) && m.data.length ? { data: m.data as string[] } : {}),
+    ...(typeof m.layout === "string" ? { layout: m.layout } : {}),
     ...(typeof m.source === "string" ? { source: m.source } : {}),
     ...(m.sha256 ? { sha256: m.sha256 as Record<string, string> } : {}),
+    ...(m.everything !== undefined ? { everything: parseEverything(where, m.everything) } : {}),
   };
 }
 
-/** Reads `dir/manifest.json`, or infers a manifest from the file names in `dir`. */
-export async function readManifest(dir: string): Promise<ModelManifest> {
-  let files: string[];
-  try {
-    files = await readdir(dir);
-  } catch (err) {
-    throw new SamEdgeError("MODEL_NOT_FOUND", `model folder ${dir} cannot be read: ${(err as Error).message}`, { cause: err });
-  }
-  if (files.includes("manifest.json")) {
-    let raw: unknown;
-    try {
-      raw = JSON.parse(await readFile(join(dir, "manifest.json"), "utf8"));
-    } catch (err) {
-      throw invalid(join(dir, "manifest.json"), `is ${jsonSyntaxProblem(err)}`);
-    }
-    return parseManifest(join(dir, "manifest.json"), raw);
-  }
-  const pick = (re: RegExp, what: string): string => {
-    const found = files.filter((f) => re.test(f));
-    if (found.length !== 1) {
-      throw new SamEdgeError(
-        "MODEL_NOT_FOUND",
-        `model folder ${dir} has no manifest.json and ${found.length === 0 ? "no" : "more than one"} ${what} (found: ${files.join(", ") || "nothing"})`,
-      );
-    }
-    return found[0]!;
-  };
-  const encoder = pick(/\.encoder\.onnx$/, "*.encoder.onnx");
-  const decoder = pick(/\.decoder\.onnx$/, "*.decoder.onnx");
-  const batch = files.find((f) => f.endsWith(".decoder-batch.onnx"));
-  return parseManifest(join(dir, "manifest.json"), { encoder, decoder, ...(batch ? { decoderBatch: batch } : {}) });
+/** Every file a manifest names: the graphs, then their external data. */
+export function manifestFiles(m: ModelManifest): string[] {
+  return [...new Set([m.encoder, m.decoder, ...(m.decoderBatch ? [m.decoderBatch] : []), ...(m.data ?? [])])];
 }

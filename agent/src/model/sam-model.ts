@@ -1,9 +1,13 @@
 import { createHash } from "node:crypto";
-import { readFile, stat } from "node:fs/promises";
+import { createReadStream } from "node:fs";
 import { join } from "node:path";
+import { pipeline } from "node:stream/promises";
 import * as ort from "onnxruntime-node";
 import { SamEdgeError } from "../core/errors.ts";
-import { readManifest, type ModelManifest } from "./manifest.ts";
+import { resolveModel } from "./folder.ts";
+import type { DecoderSpec, EncoderSpec, FeatureRole } from "./layouts.ts";
+import type { ModelManifest } from "./manifest.ts";
+import { describeTensor, type TensorInfo } from "./onnx-io.ts";
 
 export interface SessionConfig {
   /** Threads for one operator; 0 lets onnxruntime choose (all cores). */
@@ -37,28 +41,49 @@ export function sessionOptions(config: SessionConfig, executionProviders: string
 }
 
 /**
- * How the encoder wants its image: SAM's reference export takes `[1,3,S,S]` already
- * normalised and padded; some exports take the resized image as `[H,W,3]` pixels and do the
- * normalisation and padding inside the graph.
+ * An encoded image: whatever tensors the model's decoder needs (one embedding for SAM, three
+ * feature maps for SAM 2, the embedding and its positional encoding for transformers' SAM).
+ * Opaque outside the model: callers keep it, cache it, and pass it back to decode.
  */
-export type EncoderLayout = { kind: "normalized-chw" | "raw-hwc"; input: string; output: string; pixelType: "float32" | "uint8" };
+export class ImageFeatures {
+  /** @internal */
+  constructor(
+    readonly tensors: Partial<Record<FeatureRole, ort.Tensor>>,
+    /**
+     * The frame prompts and low-res masks are expressed in: the resized image for SAM (its padded
+     * square holding it), the whole square for SAM 2 and EfficientSAM, whose graphs stretch.
+     */
+    readonly frame: { width: number; height: number },
+  ) {}
 
-export interface DecoderLayout {
-  /** Inputs beyond the three every SAM decoder has. */
-  hasMaskInput: boolean;
-  hasOrigImSize: boolean;
-  scores: string;
-  /** Mask logits at the original size (only when the decoder takes `orig_im_size`). */
-  fullMasks?: string;
-  /** Mask logits at the decoder's own low resolution (256x256 for SAM). */
-  lowResMasks: string;
-  /** Whether the prompt-batch (first) dimension of the point inputs is dynamic. */
-  batched: boolean;
+  /** What holding it costs, for caches bounded in bytes. */
+  get bytes(): number {
+    return Object.values(this.tensors).reduce((sum, t) => sum + t.data.length * 4, 0);
+  }
+}
+
+/** An image decoded and resized for the encoder (segment/preprocess.ts makes it). */
+export interface EncoderImage {
+  width: number;
+  height: number;
+  resizedWidth: number;
+  resizedHeight: number;
+  /** RGB bytes, row-major, at the resized size. */
+  rgb: Uint8Array;
+}
+
+/** How the image must be resized for this model: SAM's longest side, SAM 2's square, or not at all. */
+export interface ModelInput {
+  fit: "longest-side" | "stretch" | "none";
+  size: number;
 }
 
 export interface DecoderInputs {
-  embedding: ort.Tensor;
-  /** [B, N, 2] in the encoder's resized frame. */
+  embedding: ImageFeatures;
+  /**
+   * [B, N, 2] in the encoder's resized frame, as SAM's reference decoder takes them: clicks, then
+   * a box's two corners or the padding point. Each layout gets them in its own form.
+   */
   coords: Float32Array;
   /** [B, N]: 1 foreground, 0 background, 2/3 box corners, -1 padding. */
   labels: Float32Array;
@@ -73,87 +98,26 @@ export interface DecoderInputs {
 export interface DecoderOutputs {
   scores: Float32Array; // [B, M]
   masksPerPrompt: number; // M
+  /**
+   * Index of the first multimask answer: 1 when the decoder returns SAM's four masks (index 0 is
+   * the single-mask answer), 0 when it returns only the three multimask answers (SAM 2's and
+   * transformers' exports, EfficientSAM) or only one mask.
+   */
+  multimaskFrom: number;
   lowRes: ort.Tensor; // [B, M, h, w]
-  full?: ort.Tensor; // [B, M, H, W]
-}
-
-const DECODER_REQUIRED = ["image_embeddings", "point_coords", "point_labels"];
-const DECODER_OPTIONAL = ["mask_input", "has_mask_input", "orig_im_size"];
-
-function describeIO(session: ort.InferenceSession): string {
-  return `inputs [${session.inputNames.join(", ")}], outputs [${session.outputNames.join(", ")}]`;
-}
-
-function encoderLayout(session: ort.InferenceSession, file: string): EncoderLayout {
-  const meta = session.inputMetadata;
-  const input = meta[0];
-  if (meta.length !== 1 || !input?.isTensor || session.outputNames.length < 1) {
-    throw new SamEdgeError(
-      "MODEL_INVALID",
-      `${file} is not a SAM image encoder: expected one image input (e.g. "images" [1,3,1024,1024]) and an "image_embeddings" output; found ${describeIO(session)}`,
-    );
-  }
-  const output = session.outputNames.includes("image_embeddings") ? "image_embeddings" : session.outputNames[0]!;
-  const shape = input.shape;
-  if (shape.length === 4 && shape[1] === 3) {
-    return { kind: "normalized-chw", input: input.name, output, pixelType: "float32" };
-  }
-  if (shape.length === 3 && shape[2] === 3) {
-    return { kind: "raw-hwc", input: input.name, output, pixelType: input.type === "uint8" ? "uint8" : "float32" };
-  }
-  throw new SamEdgeError(
-    "MODEL_INVALID",
-    `${file}: encoder input "${input.name}" has shape [${shape.join(",")}]; expected [1,3,S,S] (normalised) or [H,W,3] (raw pixels)`,
-  );
-}
-
-function decoderLayout(session: ort.InferenceSession, file: string): DecoderLayout {
-  const inputs = session.inputNames;
-  const missing = DECODER_REQUIRED.filter((n) => !inputs.includes(n));
-  const unknown = inputs.filter((n) => !DECODER_REQUIRED.includes(n) && !DECODER_OPTIONAL.includes(n));
-  const outputs = session.outputNames;
-  const scores = ["iou_predictions", "scores"].find((n) => outputs.includes(n));
-  const hasOrigImSize = inputs.includes("orig_im_size");
-  const lowRes = outputs.includes("low_res_masks") ? "low_res_masks" : !hasOrigImSize && outputs.includes("masks") ? "masks" : undefined;
-  if (missing.length || unknown.length || !scores || !lowRes) {
-    const problems = [
-      missing.length ? `missing inputs ${missing.join(", ")}` : "",
-      unknown.length ? `unexpected inputs ${unknown.join(", ")}` : "",
-      !scores ? `no "iou_predictions" or "scores" output` : "",
-      !lowRes ? `no "low_res_masks" output` : "",
-    ].filter(Boolean);
-    throw new SamEdgeError(
-      "MODEL_INVALID",
-      `${file} is not a SAM mask decoder (${problems.join("; ")}): found ${describeIO(session)}; expected inputs ${[...DECODER_REQUIRED, ...DECODER_OPTIONAL].join(", ")} (the last three optional) and outputs masks, iou_predictions, low_res_masks`,
-    );
-  }
-  const hasMaskInput = inputs.includes("mask_input");
-  if (hasMaskInput !== inputs.includes("has_mask_input")) {
-    throw new SamEdgeError("MODEL_INVALID", `${file}: "mask_input" and "has_mask_input" come together; found ${describeIO(session)}`);
-  }
-  const coordsShape = session.inputMetadata.find((m) => m.name === "point_coords");
-  const first = coordsShape?.isTensor ? coordsShape.shape[0] : 1;
-  return {
-    hasMaskInput,
-    hasOrigImSize,
-    scores,
-    ...(hasOrigImSize && outputs.includes("masks") ? { fullMasks: "masks" } : {}),
-    lowResMasks: lowRes,
-    batched: typeof first === "string" || (typeof first === "number" && first < 0),
-  };
+  full?: ort.Tensor; // [..., M, H, W] at the original size
+  /** How the reference predictor brings the low-res logits to the original size, when `full` is absent. */
+  upsample: "bilinear" | "bicubic";
 }
 
 async function sha256File(path: string): Promise<string> {
-  return createHash("sha256").update(await readFile(path)).digest("hex");
+  const hash = createHash("sha256");
+  await pipeline(createReadStream(path), hash);
+  return hash.digest("hex");
 }
 
 async function openSession(dir: string, file: string, config: SessionConfig, manifest: ModelManifest): Promise<ort.InferenceSession> {
   const path = join(dir, file);
-  try {
-    await stat(path);
-  } catch {
-    throw new SamEdgeError("MODEL_NOT_FOUND", `model file ${path} does not exist (named in the manifest of ${dir})`);
-  }
   const expected = manifest.sha256?.[file];
   if (expected) {
     const actual = await sha256File(path);
@@ -182,6 +146,75 @@ const MASK_INPUT_SIDE = 256;
  */
 const NO_MASK_INPUT = new Float32Array(MASK_INPUT_SIDE * MASK_INPUT_SIDE);
 
+/** RGB bytes -> [1,3,S,S] float32, normalised per channel, zero-padded bottom and right. */
+export function normaliseAndPad(image: EncoderImage, size: number, mean: readonly number[], std: readonly number[]): Float32Array {
+  const out = new Float32Array(3 * size * size);
+  const { rgb, resizedWidth: w, resizedHeight: h } = image;
+  const plane = size * size;
+  for (let c = 0; c < 3; c++) {
+    const m = mean[c]!;
+    const inv = 1 / std[c]!;
+    const base = c * plane;
+    for (let y = 0; y < h; y++) {
+      let src = y * w * 3 + c;
+      let dst = base + y * size;
+      for (let x = 0; x < w; x++, src += 3, dst++) out[dst] = (rgb[src]! - m) * inv;
+    }
+  }
+  return out;
+}
+
+/** RGB bytes -> [1,3,h,w] float32 in 0..1 (EfficientSAM normalises in its graph). */
+function unitChw(image: EncoderImage): Float32Array {
+  const { rgb, resizedWidth: w, resizedHeight: h } = image;
+  const out = new Float32Array(3 * w * h);
+  for (let i = 0, p = 0; p < w * h; p++) for (let c = 0; c < 3; c++, i++) out[c * w * h + p] = rgb[i]! / 255;
+  return out;
+}
+
+function badPrompt(message: string): SamEdgeError {
+  return new SamEdgeError("PROMPT_INVALID", message);
+}
+
+/**
+ * SAM-convention prompt rows rewritten for a decoder: the padding point dropped where the graph
+ * adds its own, box corners moved to a box tensor where the graph takes one. Every row has the
+ * same make-up (clicks, then corners or padding), as the engine and Everything mode write them.
+ */
+function rewritePrompts(inputs: DecoderInputs, layout: DecoderSpec, label: string) {
+  const { batch, points: n, coords, labels } = inputs;
+  const first = Array.from(labels.subarray(0, n));
+  const corners = first.filter((l) => l === 2 || l === 3).length;
+  const pads = first.filter((l) => l === -1).length;
+  const boxIn = corners > 0 && layout.boxes !== undefined;
+  if (corners > 0 && !layout.boxes && layout.family === "hf-sam") {
+    throw badPrompt(`this model's decoder (${label}) takes no box: its export has no input_boxes; prompt it with points`);
+  }
+  const keep = (l: number) => !(l === -1 && (layout.padsInGraph || boxIn)) && !((l === 2 || l === 3) && boxIn);
+  const kept = first.filter(keep).length;
+  if (layout.maxPoints !== undefined && kept > layout.maxPoints) {
+    throw badPrompt(`this model's decoder (${label}) reads at most ${layout.maxPoints} points, a box counting as two; got ${kept}`);
+  }
+  const outCoords = new Float32Array(batch * kept * 2);
+  const outLabels = new Float32Array(batch * kept);
+  const boxes = new Float32Array(boxIn ? batch * 4 : 0);
+  for (let b = 0; b < batch; b++) {
+    let k = 0;
+    for (let i = 0; i < n; i++) {
+      const l = labels[b * n + i]!;
+      const x = coords[(b * n + i) * 2]!;
+      const y = coords[(b * n + i) * 2 + 1]!;
+      if (boxIn && (l === 2 || l === 3)) boxes.set([x, y], b * 4 + (l - 2) * 2);
+      if (!keep(l)) continue;
+      outCoords.set([x, y], (b * kept + k) * 2);
+      outLabels[b * kept + k] = l;
+      k++;
+    }
+    if (k !== kept) throw new RangeError("decode: every prompt set of a batch must have the same make-up");
+  }
+  return { coords: outCoords, labels: outLabels, points: kept, boxes: boxIn ? boxes : undefined, hadPad: pads > 0 };
+}
+
 /** An encoder + decoder pair, ready to run. Nothing else in the agent talks to onnxruntime. */
 export class SamModel {
   /** Milliseconds spent inside onnxruntime's session.run: benchmarks separate model time from ours. */
@@ -196,65 +229,115 @@ export class SamModel {
     private readonly encoder: ort.InferenceSession,
     private readonly decoder: ort.InferenceSession,
     private readonly decoderBatch: ort.InferenceSession | undefined,
-    readonly encoderLayout: EncoderLayout,
-    readonly decoderLayout: DecoderLayout,
-    private readonly batchLayout: DecoderLayout | undefined,
+    private readonly encoderSpec: EncoderSpec,
+    private readonly decoderSpec: DecoderSpec,
+    private readonly batchSpec: DecoderSpec | undefined,
   ) {}
 
-  static async load(dir: string, config: SessionConfig = DEFAULT_SESSION_CONFIG): Promise<SamModel> {
-    const manifest = await readManifest(dir);
+  /** Loads `DIR` (its manifest, or the one model its graphs make) or `DIR#NAME` (one of several). */
+  static async load(spec: string, config: SessionConfig = DEFAULT_SESSION_CONFIG): Promise<SamModel> {
+    const files = await resolveModel(spec);
+    const { dir, manifest } = files;
     const encoder = await openSession(dir, manifest.encoder, config, manifest);
     const decoder = await openSession(dir, manifest.decoder, config, manifest);
     const decoderBatch = manifest.decoderBatch ? await openSession(dir, manifest.decoderBatch, config, manifest) : undefined;
-    const encLayout = encoderLayout(encoder, manifest.encoder);
-    const decLayout = decoderLayout(decoder, manifest.decoder);
-    const batchLayout = decoderBatch ? decoderLayout(decoderBatch, manifest.decoderBatch!) : undefined;
-    if (batchLayout && !batchLayout.batched) {
-      throw new SamEdgeError("MODEL_INVALID", `${manifest.decoderBatch}: named as the batch decoder, but its point_coords batch dimension is fixed`);
+    if (files.decoderBatch && files.decoderBatch.batch === "one") {
+      throw new SamEdgeError("MODEL_INVALID", `${manifest.decoderBatch}: named as the batch decoder, but its point batch dimension is fixed`);
     }
     const id = manifest.sha256?.[manifest.encoder] ?? `${manifest.name}:${(await sha256File(join(dir, manifest.encoder))).slice(0, 16)}`;
-    return new SamModel(dir, manifest, id, encoder, decoder, decoderBatch, encLayout, decLayout, batchLayout);
+    return new SamModel(dir, manifest, id, encoder, decoder, decoderBatch, files.encoder, files.decoder, files.decoderBatch);
+  }
+
+  /** The graphs found, in words (listings, logs, `sam-edge model info`). */
+  get layout(): { encoder: string; decoder: string; family: string } {
+    return { encoder: this.encoderSpec.label, decoder: this.decoderSpec.label, family: this.decoderSpec.family };
+  }
+
+  /** How images must be resized for this model. */
+  get input(): ModelInput {
+    return { fit: this.encoderSpec.fit, size: this.manifest.inputSize };
   }
 
   /** True when many prompt sets can go through the decoder in one call. */
   get canBatch(): boolean {
-    return this.batchLayout !== undefined || this.decoderLayout.batched;
+    return this.batchSpec !== undefined || this.decoderSpec.batch !== "one";
   }
 
-  async encode(pixels: Float32Array | Uint8Array, dims: readonly number[]): Promise<ort.Tensor> {
-    const tensor = new ort.Tensor(this.encoderLayout.pixelType, pixels, dims);
-    const out = await this.run(this.encoder, { [this.encoderLayout.input]: tensor }, this.manifest.encoder);
-    return out[this.encoderLayout.output]!;
+  async encode(image: EncoderImage): Promise<ImageFeatures> {
+    const spec = this.encoderSpec;
+    const size = this.manifest.inputSize;
+    let tensor: ort.Tensor;
+    if (spec.pixels === "normalized-chw") {
+      tensor = new ort.Tensor("float32", normaliseAndPad(image, size, this.manifest.pixelMean, this.manifest.pixelStd), [1, 3, size, size]);
+    } else if (spec.pixels === "unit-chw") {
+      tensor = new ort.Tensor("float32", unitChw(image), [1, 3, image.resizedHeight, image.resizedWidth]);
+    } else {
+      const dims = [image.resizedHeight, image.resizedWidth, 3];
+      tensor = spec.input.type === "uint8" ? new ort.Tensor("uint8", Uint8Array.from(image.rgb), dims) : new ort.Tensor("float32", Float32Array.from(image.rgb), dims);
+    }
+    const out = await this.run(this.encoder, { [spec.input.name]: tensor }, this.manifest.encoder);
+    const tensors: Partial<Record<FeatureRole, ort.Tensor>> = {};
+    for (const [role, info] of Object.entries(spec.outputs) as [FeatureRole, TensorInfo][]) {
+      const t = out[info.name]!;
+      const wanted = this.decoderSpec.features[role];
+      // The shapes a graph declares can be symbolic; the first real output settles them.
+      if (wanted && t.dims.some((d, i) => i > 0 && typeof wanted.shape[i] === "number" && wanted.shape[i] !== d)) {
+        throw new SamEdgeError(
+          "MODEL_INVALID",
+          `${this.manifest.encoder} (${spec.label}) gives ${info.name} [${t.dims.join(",")}], but ${this.manifest.decoder} (${this.decoderSpec.label}) takes ${describeTensor(wanted)}: they are not two halves of one model`,
+        );
+      }
+      tensors[role] = t;
+    }
+    return new ImageFeatures(tensors, spec.fit === "longest-side" ? { width: image.resizedWidth, height: image.resizedHeight } : { width: size, height: size });
   }
 
   async decode(inputs: DecoderInputs): Promise<DecoderOutputs> {
-    const useBatch = inputs.batch > 1 && this.batchLayout !== undefined;
+    const useBatch = inputs.batch > 1 && this.batchSpec !== undefined;
     const session = useBatch ? this.decoderBatch! : this.decoder;
-    const layout = useBatch ? this.batchLayout! : this.decoderLayout;
-    if (inputs.batch > 1 && !layout.batched) {
+    const layout = useBatch ? this.batchSpec! : this.decoderSpec;
+    const file = useBatch ? this.manifest.decoderBatch! : this.manifest.decoder;
+    if (inputs.batch > 1 && layout.batch === "one") {
       throw new RangeError("decode: this decoder takes one prompt set per call");
     }
-    const feeds: Record<string, ort.Tensor> = {
-      image_embeddings: inputs.embedding,
-      point_coords: new ort.Tensor("float32", inputs.coords, [inputs.batch, inputs.points, 2]),
-      point_labels: new ort.Tensor("float32", inputs.labels, [inputs.batch, inputs.points]),
-    };
-    if (layout.hasMaskInput) {
+    if (inputs.maskInput && !layout.maskInput) {
+      throw badPrompt(`this model's decoder (${layout.label}) takes no mask input; refine with points instead`);
+    }
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const [role, info] of Object.entries(layout.features) as [FeatureRole, TensorInfo][]) feeds[info.name] = inputs.embedding.tensors[role]!;
+    const p = rewritePrompts(inputs, layout, layout.label);
+    const b = inputs.batch;
+    const pointDims = layout.batch === "point-batch" || layout.points.shape.length === 4 ? [1, b, p.points] : [b, p.points];
+    feeds[layout.points.name] = new ort.Tensor("float32", p.coords, [...pointDims, 2]);
+    feeds[layout.labels.name] =
+      layout.labels.type === "int64" ? new ort.Tensor("int64", BigInt64Array.from(p.labels, (l) => BigInt(l)), pointDims) : new ort.Tensor("float32", p.labels, pointDims);
+    if (layout.boxes) feeds[layout.boxes.name] = new ort.Tensor("float32", p.boxes ?? new Float32Array(0), [1, p.boxes ? b : 0, 4]);
+    if (layout.maskInput && layout.hasMaskInput) {
       const mb = inputs.maskInput ? (inputs.maskBatch ?? 1) : 1;
-      feeds.mask_input = new ort.Tensor("float32", inputs.maskInput ?? NO_MASK_INPUT, [mb, 1, MASK_INPUT_SIDE, MASK_INPUT_SIDE]);
-      feeds.has_mask_input = new ort.Tensor("float32", new Float32Array(mb).fill(inputs.maskInput ? 1 : 0), [mb]);
+      feeds[layout.maskInput.name] = new ort.Tensor("float32", inputs.maskInput ?? NO_MASK_INPUT, [mb, 1, MASK_INPUT_SIDE, MASK_INPUT_SIDE]);
+      feeds[layout.hasMaskInput.name] = new ort.Tensor("float32", new Float32Array(mb).fill(inputs.maskInput ? 1 : 0), [mb]);
     }
-    if (layout.hasOrigImSize) {
-      feeds.orig_im_size = new ort.Tensor("float32", Float32Array.of(inputs.origSize.height, inputs.origSize.width), [2]);
+    if (layout.origSize) {
+      // EfficientSAM's orig_im_size also scales its points from the image to its 1024 square:
+      // given the square itself, the engine's frame coordinates pass as they are.
+      const { width, height } = layout.family === "efficient-sam" ? inputs.embedding.frame : inputs.origSize;
+      feeds[layout.origSize.name] =
+        layout.origSize.type === "int64" ? new ort.Tensor("int64", BigInt64Array.of(BigInt(height), BigInt(width)), [2]) : new ort.Tensor("float32", Float32Array.of(height, width), [2]);
     }
-    const out = await this.run(session, feeds, useBatch ? this.manifest.decoderBatch! : this.manifest.decoder);
+    const out = await this.run(session, feeds, file);
     const scores = out[layout.scores]!;
-    const lowRes = out[layout.lowResMasks]!;
+    const m = scores.dims[scores.dims.length - 1] ?? 1;
+    const low = out[layout.lowRes]!;
+    const [h, w] = low.dims.slice(-2) as [number, number];
+    // EfficientSAM's export upsamples bilinearly, its model bicubically: the engine does the latter.
+    const bicubic = layout.family === "efficient-sam";
     return {
       scores: scores.data as Float32Array,
-      masksPerPrompt: scores.dims[1] ?? 1,
-      lowRes,
-      ...(layout.fullMasks ? { full: out[layout.fullMasks]! } : {}),
+      masksPerPrompt: m,
+      multimaskFrom: m === 4 ? 1 : 0,
+      lowRes: new ort.Tensor("float32", low.data as Float32Array, [low.data.length / (m * h * w), m, h, w]),
+      ...(layout.full && !bicubic ? { full: out[layout.full]! } : {}),
+      upsample: bicubic ? "bicubic" : "bilinear",
     };
   }
 

@@ -1,15 +1,15 @@
 import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { isAbsolute, join } from "node:path";
+import { dirname, isAbsolute, join } from "node:path";
 import { Readable, Transform } from "node:stream";
 import type { ReadableStream } from "node:stream/web";
 import { pipeline } from "node:stream/promises";
 import { isSamEdgeError, SamEdgeError, type ErrorCode } from "../core/errors.ts";
-import { parseManifest, type ModelManifest } from "./manifest.ts";
 import { realPathInside } from "../core/files.ts";
 import { jsonSyntaxProblem } from "../core/json.ts";
 import { FetchRefused, PolicedFetch, type FetchPolicy } from "./fetch-policy.ts";
+import { manifestFiles, parseManifest, type ModelManifest } from "./manifest.ts";
 
 /** Where a model update comes from: a folder on this box, or a web folder holding manifest.json and the files it names. */
 export type ModelSource = { kind: "folder"; dir: string } | { kind: "url"; base: URL };
@@ -234,7 +234,7 @@ async function stageFrom(source: ModelSource, modelsDir: string, limits: StageLi
   } catch (err) {
     throw fail("MODEL_UPDATE_INVALID", (err as Error).message);
   }
-  const files = [manifest.encoder, manifest.decoder, ...(manifest.decoderBatch ? [manifest.decoderBatch] : [])];
+  const files = manifestFiles(manifest);
   const unchecked = files.filter((f) => !manifest.sha256?.[f]);
   if (unchecked.length > 0) {
     throw fail(
@@ -246,8 +246,10 @@ async function stageFrom(source: ModelSource, modelsDir: string, limits: StageLi
   const dir = join(modelsDir, `${folderName(manifest.name)}-${id}-${Date.now().toString(36)}`);
   await mkdir(dir, { recursive: true });
   try {
-    for (const file of new Set(files)) {
+    for (const file of files) {
       const dest = join(dir, file);
+      // A manifest's paths are relative and checked (isModelPath): `onnx/x.onnx` stays inside.
+      await mkdir(dirname(dest), { recursive: true });
       let from: string;
       let actual: string;
       if (source.kind === "folder") {
@@ -263,7 +265,7 @@ async function stageFrom(source: ModelSource, modelsDir: string, limits: StageLi
         if (size > limits.maxBytes) throw fail("MODEL_UPDATE_INVALID", `${from} is ${size} bytes, over model.update.max_bytes (${limits.maxBytes})`);
         actual = await writeHashed(createReadStream(from), dest, limits.maxBytes, from, "MODEL_UPDATE_INVALID");
       } else {
-        const url = new URL(encodeURIComponent(file), source.base);
+        const url = new URL(file.split("/").map(encodeURIComponent).join("/"), source.base);
         from = url.href;
         const res = await fetcher!.get(url, signal);
         if (declaredTooLarge(res, limits.maxBytes)) {

@@ -1,9 +1,8 @@
 import { createHash } from "node:crypto";
-import type * as ort from "onnxruntime-node";
-import type { SamModel } from "../model/sam-model.ts";
+import type { DecoderOutputs, ImageFeatures, SamModel } from "../model/sam-model.ts";
 import type { BBox, BinaryMask } from "./mask.ts";
-import { thresholdLogits, upsampleLowRes } from "./postprocess.ts";
-import { DEFAULT_IMAGE_LIMITS, loadForModel, normaliseAndPad, type ImageLimits } from "./preprocess.ts";
+import { thresholdLogits, upsampleBicubic, upsampleLikeSam, upsampleLowRes } from "./postprocess.ts";
+import { DEFAULT_IMAGE_LIMITS, loadForModel, type ImageLimits } from "./preprocess.ts";
 import { encodePrompt, LOW_RES, validatePrompt, type Prompt } from "./prompts.ts";
 import { EmbeddingCache } from "./embedding-cache.ts";
 
@@ -14,7 +13,8 @@ export interface ImageEmbedding {
   height: number;
   resizedWidth: number;
   resizedHeight: number;
-  tensor: ort.Tensor;
+  /** What the model's decoder takes (opaque: one tensor or several, by layout). */
+  features: ImageFeatures;
 }
 
 export interface MaskResult {
@@ -91,28 +91,19 @@ export class SegmentEngine {
     if (hit) return { embedding: hit, cached: true, timings: { preprocessMs: 0, encodeMs: 0 } };
 
     const t0 = now();
-    const { inputSize, pixelMean, pixelStd } = this.model.manifest;
-    const image = await loadForModel(bytes, inputSize, this.options.limits);
-    const layout = this.model.encoderLayout;
-    const pixels =
-      layout.kind === "normalized-chw"
-        ? normaliseAndPad(image, inputSize, pixelMean, pixelStd)
-        : layout.pixelType === "uint8"
-          ? new Uint8Array(image.rgb)
-          : Float32Array.from(image.rgb);
-    const dims = layout.kind === "normalized-chw" ? [1, 3, inputSize, inputSize] : [image.resizedHeight, image.resizedWidth, 3];
+    const image = await loadForModel(bytes, this.model.input, this.options.limits);
     const t1 = now();
-    const tensor = await this.model.encode(pixels, dims);
+    const features = await this.model.encode(image);
     const t2 = now();
     const embedding: ImageEmbedding = {
       key,
       width: image.width,
       height: image.height,
-      resizedWidth: image.resizedWidth,
-      resizedHeight: image.resizedHeight,
-      tensor,
+      resizedWidth: features.frame.width,
+      resizedHeight: features.frame.height,
+      features,
     };
-    this.cache.set(key, embedding, tensor.data.length * 4);
+    this.cache.set(key, embedding, features.bytes);
     return { embedding, cached: false, timings: { preprocessMs: t1 - t0, encodeMs: t2 - t1 } };
   }
 
@@ -125,7 +116,7 @@ export class SegmentEngine {
     const t0 = now();
     const { coords, labels } = encodePrompt(prompt, emb.resizedWidth / emb.width, emb.resizedHeight / emb.height);
     const out = await this.model.decode({
-      embedding: emb.tensor,
+      embedding: emb.features,
       coords: Float32Array.from(coords),
       labels: Float32Array.from(labels),
       batch: 1,
@@ -148,12 +139,15 @@ export class SegmentEngine {
   /**
    * The masks of prompt set `b` of a decoder output. With four outputs (SAM's 1 + 3 tokens),
    * index 0 is the single-mask answer and 1..3 the multimask answers; exports that return one
-   * mask have only index 0.
+   * mask have only index 0. Exports that return only the three multimask answers (SAM 2's,
+   * transformers', EfficientSAM's) have no single-mask answer: the best of the three stands in.
    */
-  pickMasks(emb: ImageEmbedding, out: Awaited<ReturnType<SamModel["decode"]>>, b: number, multimask: boolean, bestOnly = false): MaskResult[] {
+  pickMasks(emb: ImageEmbedding, out: DecoderOutputs, b: number, multimask: boolean, bestOnly = false): MaskResult[] {
     const m = out.masksPerPrompt;
-    let candidates = multimask && m > 1 ? Array.from({ length: m - 1 }, (_, i) => i + 1) : [0];
-    if (bestOnly) candidates = [candidates.reduce((best, k) => (out.scores[b * m + k]! > out.scores[b * m + best]! ? k : best))];
+    const best = (ks: number[]) => ks.reduce((top, k) => (out.scores[b * m + k]! > out.scores[b * m + top]! ? k : top));
+    const multi = Array.from({ length: m - out.multimaskFrom }, (_, i) => i + out.multimaskFrom);
+    let candidates = multimask && m > 1 ? multi : out.multimaskFrom > 0 || m === 1 ? [0] : [best(multi)];
+    if (bestOnly) candidates = [best(candidates)];
     const lowSide = out.lowRes.dims[3] ?? LOW_RES;
     const lowData = out.lowRes.data as Float32Array;
     const results = candidates.map((k) => {
@@ -161,7 +155,9 @@ export class SegmentEngine {
       const lowRes = lowData.slice(idx * lowSide * lowSide, (idx + 1) * lowSide * lowSide);
       const full = out.full
         ? (out.full.data as Float32Array).subarray(idx * emb.width * emb.height, (idx + 1) * emb.width * emb.height)
-        : upsampleLowRes(lowRes, lowSide, this.model.manifest.inputSize, { width: emb.resizedWidth, height: emb.resizedHeight }, emb);
+        : out.upsample === "bicubic"
+          ? upsampleBicubic(lowRes, lowSide, emb)
+          : (this.model.input.fit === "longest-side" ? upsampleLikeSam : upsampleLowRes)(lowRes, lowSide, this.model.input.size, { width: emb.resizedWidth, height: emb.resizedHeight }, emb);
       const t = thresholdLogits(full, emb.width, emb.height);
       return { mask: t.mask, bbox: t.bbox, area: t.area, confidence: out.scores[idx]!, stability: t.stability, lowRes };
     });

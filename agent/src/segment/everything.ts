@@ -223,7 +223,7 @@ async function gridCandidates(engine: SegmentEngine, emb: ImageEmbedding, points
     });
     // orig_im_size only sizes the full-resolution `masks` output, which Everything mode does
     // not read: asking for 1x1 spares the decoder a full-size upsample of every candidate.
-    const out = await model.decode({ embedding: emb.tensor, coords, labels, batch: chunk.length, points: 2, origSize: { width: 1, height: 1 } });
+    const out = await model.decode({ embedding: emb.features, coords, labels, batch: chunk.length, points: 2, origSize: { width: 1, height: 1 } });
     const m = out.masksPerPrompt;
     const side = out.lowRes.dims[3]!;
     const cellsW = Math.ceil((emb.resizedWidth * side) / inputSize);
@@ -232,7 +232,7 @@ async function gridCandidates(engine: SegmentEngine, emb: ImageEmbedding, points
     const cellY = emb.height / ((emb.resizedHeight * side) / inputSize);
     const data = out.lowRes.data as Float32Array;
     for (let b = 0; b < chunk.length; b++) {
-      for (let k = m > 1 ? 1 : 0; k < m; k++) {
+      for (let k = out.multimaskFrom; k < m; k++) {
         total++;
         const idx = b * m + k;
         const confidence = out.scores[idx]!;

@@ -92,3 +92,103 @@ export function upsampleLowRes(
   }
   return result;
 }
+
+/** torch's cubic convolution weights (A = -0.75) for a sample `t` (0..1) past the tap at floor. */
+function cubicWeights(t: number): [number, number, number, number] {
+  const a = -0.75;
+  const near = (x: number) => ((a + 2) * x - (a + 3)) * x * x + 1;
+  const far = (x: number) => ((a * x - 5 * a) * x + 8 * a) * x - 4 * a;
+  return [far(t + 1), near(t), near(1 - t), far(2 - t)];
+}
+
+/**
+ * For models whose reference upsamples the whole low-res frame straight to the original size
+ * with torch's bicubic interpolation (EfficientSAM: F.interpolate(..., mode="bicubic"),
+ * align_corners=False, edge taps clamped).
+ */
+export function upsampleBicubic(low: Float32Array, lowSide: number, out: { width: number; height: number }): Float32Array {
+  const taps = (size: number) => {
+    const scale = lowSide / size;
+    const index = new Int32Array(size * 4);
+    const weight = new Float32Array(size * 4);
+    for (let o = 0; o < size; o++) {
+      const src = (o + 0.5) * scale - 0.5;
+      const base = Math.floor(src);
+      const w = cubicWeights(src - base);
+      for (let k = 0; k < 4; k++) {
+        index[o * 4 + k] = Math.min(Math.max(base - 1 + k, 0), lowSide - 1);
+        weight[o * 4 + k] = w[k]!;
+      }
+    }
+    return { index, weight };
+  };
+  const xt = taps(out.width);
+  const yt = taps(out.height);
+  // Rows first: each low-res row interpolated across to the output width, once.
+  const rows = new Float32Array(lowSide * out.width);
+  for (let r = 0; r < lowSide; r++) {
+    for (let x = 0; x < out.width; x++) {
+      let v = 0;
+      for (let k = 0; k < 4; k++) v += low[r * lowSide + xt.index[x * 4 + k]!]! * xt.weight[x * 4 + k]!;
+      rows[r * out.width + x] = v;
+    }
+  }
+  const result = new Float32Array(out.width * out.height);
+  for (let y = 0; y < out.height; y++) {
+    for (let k = 0; k < 4; k++) {
+      const w = yt.weight[y * 4 + k]!;
+      const src = yt.index[y * 4 + k]! * out.width;
+      for (let x = 0; x < out.width; x++) result[y * out.width + x] = result[y * out.width + x]! + rows[src + x]! * w;
+    }
+  }
+  return result;
+}
+
+/**
+ * torch's F.interpolate(mode="bilinear", align_corners=False) of the top-left `outW/scaleX` x
+ * `outH/scaleY` part of a `width`-wide plane: source = (dst + 0.5) * scale - 0.5, clamped at 0.
+ */
+function bilinear(src: Float32Array, width: number, height: number, scaleX: number, scaleY: number, outW: number, outH: number): Float32Array {
+  const out = new Float32Array(outW * outH);
+  const xs = new Int32Array(outW);
+  const x1 = new Int32Array(outW);
+  const xw = new Float32Array(outW);
+  for (let x = 0; x < outW; x++) {
+    const u = Math.max((x + 0.5) * scaleX - 0.5, 0);
+    xs[x] = Math.floor(u);
+    x1[x] = Math.min(xs[x]! + 1, width - 1);
+    xw[x] = u - xs[x]!;
+  }
+  for (let y = 0; y < outH; y++) {
+    const v = Math.max((y + 0.5) * scaleY - 0.5, 0);
+    const y0 = Math.floor(v);
+    const wy = v - y0;
+    const r0 = y0 * width;
+    const r1 = Math.min(y0 + 1, height - 1) * width;
+    for (let x = 0; x < outW; x++) {
+      const wx = xw[x]!;
+      const top = src[r0 + xs[x]!]! * (1 - wx) + src[r0 + x1[x]!]! * wx;
+      const bottom = src[r1 + xs[x]!]! * (1 - wx) + src[r1 + x1[x]!]! * wx;
+      out[y * outW + x] = top * (1 - wy) + bottom * wy;
+    }
+  }
+  return out;
+}
+
+/**
+ * SAM's postprocess_masks step by step, as its predictor and transformers' post_process_masks
+ * run it: low-res logits to the padded input square, cropped to the resized image, then to the
+ * original size. For decoders that return only low-res logits (EdgeSAM's, transformers') this
+ * gives the reference's mask edges, where one combined lookup (upsampleLowRes) moves some by a
+ * pixel.
+ */
+export function upsampleLikeSam(
+  low: Float32Array,
+  lowSide: number,
+  inputSize: number,
+  resized: { width: number; height: number },
+  out: { width: number; height: number },
+): Float32Array {
+  const padded = bilinear(low, lowSide, lowSide, lowSide / inputSize, lowSide / inputSize, resized.width, resized.height);
+  return bilinear(padded, resized.width, resized.height, resized.width / out.width, resized.height / out.height, out.width, out.height);
+}

@@ -1,5 +1,6 @@
 import sharp from "sharp";
 import { SamEdgeError } from "../core/errors.ts";
+import { resizeBilinear } from "./resample.ts";
 
 export type ImageFormat = "jpeg" | "png" | "webp";
 
@@ -13,16 +14,16 @@ export interface ImageLimits {
 export const DEFAULT_IMAGE_LIMITS: ImageLimits = { maxBytes: 25 * 1024 * 1024, maxPixels: 64 * 1024 * 1024 };
 
 /**
- * An image resized for the encoder: the longest side is `size`, EXIF orientation applied,
- * RGB bytes row-major. `width`/`height` are the original (upright) dimensions that prompts
- * and masks are expressed in.
+ * An image resized for the encoder: the longest side is `size` (SAM), or `size` x `size`
+ * (SAM 2, EfficientSAM), EXIF orientation applied, RGB bytes row-major. `width`/`height` are
+ * the original (upright) dimensions that prompts and masks are expressed in.
  */
 export interface ModelImage {
   width: number;
   height: number;
   resizedWidth: number;
   resizedHeight: number;
-  rgb: Buffer;
+  rgb: Uint8Array;
 }
 
 /** Identifies the format by its magic bytes, never by a file name or a declared type. */
@@ -44,6 +45,15 @@ export function pngDeclaredSize(bytes: Uint8Array): { width: number; height: num
   const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (b.length < 24 || sniffFormat(b) !== "png" || b.toString("latin1", 12, 16) !== "IHDR") return undefined;
   return { width: b.readUInt32BE(16), height: b.readUInt32BE(20) };
+}
+
+/**
+ * How a model wants its image resized: SAM's longest side, keeping the aspect ratio (then
+ * padded), SAM 2's square, not keeping it, or not at all (EfficientSAM's graph resizes).
+ */
+export interface ResizeTo {
+  fit: "longest-side" | "stretch" | "none";
+  size: number;
 }
 
 /** SAM's ResizeLongestSide.get_preprocess_shape. */
@@ -84,38 +94,32 @@ export async function inspectImage(bytes: Uint8Array, limits: ImageLimits = DEFA
   return { format, width: swap ? height : width, height: swap ? width : height, orientation };
 }
 
-/** Decodes, turns upright and resizes to the encoder's longest side, in one sharp pipeline. */
-export async function loadForModel(bytes: Uint8Array, longest: number, limits: ImageLimits = DEFAULT_IMAGE_LIMITS): Promise<ModelImage> {
+/**
+ * Decodes, turns upright and resizes for the encoder. Up to twice the model's input size (every
+ * camera frame up to 2048 px), sharp decodes and the resize is Pillow's bilinear to the bit, as
+ * the reference predictors resize (segment/resample.ts); larger images are shrunk by sharp in
+ * its decoding pipeline (JPEG shrink-on-load), which keeps their memory bounded.
+ */
+export async function loadForModel(bytes: Uint8Array, resize: ResizeTo, limits: ImageLimits = DEFAULT_IMAGE_LIMITS): Promise<ModelImage> {
   const info = await inspectImage(bytes, limits);
-  const target = resizedShape(info.width, info.height, longest);
+  const exact = Math.max(info.width, info.height) <= 2 * resize.size;
+  const target =
+    resize.fit === "stretch" || (resize.fit === "none" && !exact)
+      ? { width: resize.size, height: resize.size }
+      : resize.fit === "none"
+        ? { width: info.width, height: info.height }
+        : resizedShape(info.width, info.height, resize.size);
   try {
-    const rgb = await sharp(bytes, { limitInputPixels: limits.maxPixels, failOn: "truncated" })
-      .rotate()
-      .removeAlpha()
-      .toColourspace("srgb")
-      .resize(target.width, target.height, { fit: "fill", kernel: "linear" })
-      .raw()
-      .toBuffer();
+    const pipeline = sharp(bytes, { limitInputPixels: limits.maxPixels, failOn: "truncated" }).rotate().removeAlpha().toColourspace("srgb");
+    let rgb: Uint8Array;
+    if (exact) {
+      const decoded = await pipeline.raw().toBuffer();
+      rgb = resizeBilinear(decoded, info.width, info.height, target.width, target.height);
+    } else {
+      rgb = await pipeline.resize(target.width, target.height, { fit: "fill", kernel: "linear" }).raw().toBuffer();
+    }
     return { width: info.width, height: info.height, resizedWidth: target.width, resizedHeight: target.height, rgb };
   } catch (err) {
     throw new SamEdgeError("IMAGE_CORRUPT", `the ${info.format.toUpperCase()} image cannot be decoded: ${(err as Error).message}`, { cause: err });
   }
-}
-
-/** RGB bytes -> [1,3,S,S] float32, normalised per channel, zero-padded bottom and right. */
-export function normaliseAndPad(image: ModelImage, size: number, mean: readonly number[], std: readonly number[]): Float32Array {
-  const out = new Float32Array(3 * size * size);
-  const { rgb, resizedWidth: w, resizedHeight: h } = image;
-  const plane = size * size;
-  for (let c = 0; c < 3; c++) {
-    const m = mean[c]!;
-    const inv = 1 / std[c]!;
-    const base = c * plane;
-    for (let y = 0; y < h; y++) {
-      let src = y * w * 3 + c;
-      let dst = base + y * size;
-      for (let x = 0; x < w; x++, src += 3, dst++) out[dst] = (rgb[src]! - m) * inv;
-    }
-  }
-  return out;
 }

@@ -3,6 +3,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/
 import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import type { FastifyInstance } from "fastify";
 import sharp from "sharp";
@@ -18,6 +19,7 @@ import { freePort } from "./helpers/mosquitto.ts";
 import { loadScene, TINY_SAM_DIR, type Scene } from "./helpers/scenes.ts";
 
 const exec = promisify(execFile);
+const SAMPLES = fileURLToPath(new URL("../agent/samples/", import.meta.url));
 
 /** A 1-bit PNG of a checkerboard: a few KB on the wire, an outline with a corner at every pixel. */
 async function checkerboardPng(side: number): Promise<{ png: Buffer; mask: BinaryMask }> {
@@ -227,4 +229,39 @@ describe("the daemon reachable from the LAN with no token configured", () => {
       await second.stop();
     }
   }, 60_000);
+});
+
+describe("the daemon's memory under the largest requests the limits accept", () => {
+  let tmp: string;
+  beforeAll(async () => {
+    tmp = await mkdtemp(join(tmpdir(), "sam-edge-memory-"));
+  });
+  afterAll(async () => rm(tmp, { recursive: true, force: true }));
+
+  it("with a 256 MB JavaScript heap: an 8000x8000 PNG, a batch of them and Everything 32x32 on 1280x720 are answered, and the agent stays up", async () => {
+    const port = await freePort();
+    const agent = await AgentProcess.start(tmp, "heap", { state_dir: join(tmp, "state"), mqtt: { enabled: false }, cameras: [], http: { port } }, { args: [], env: { NODE_OPTIONS: "--max-old-space-size=256" } });
+    const api = `http://127.0.0.1:${port}`;
+    try {
+      await agent.waitFor(() => /HTTP API at/.test(agent.stderr), "the HTTP API");
+      while ((await request(`${api}/readyz`).catch(() => ({ status: 0 }))).status !== 200) await new Promise((r) => setTimeout(r, 100));
+      const big = await sharp({ create: { width: 8000, height: 8000, channels: 3, background: "#6a8caf" } }).png({ compressionLevel: 9 }).toBuffer();
+      const hd = await sharp(join(SAMPLES, "shapes-square.webp")).resize(1280, 720, { fit: "fill" }).jpeg().toBuffer();
+      const click = JSON.stringify([{ x: 4000, y: 4000, label: 1 }]);
+      const one = await postForm(`${api}/v1/segment/interactive`, { image: big, points: click });
+      expect([one.status, one.body.width, one.body.height]).toEqual([200, 8000, 8000]);
+      // A mask at the image's full size, around the click.
+      expect(one.body.area).toBeGreaterThan(0);
+      const [x, y, w, h] = one.body.bbox as number[];
+      expect(x! <= 4000 && 4000 <= x! + w! && y! <= 4000 && 4000 <= y! + h!).toBe(true);
+      const batch = await postForm(`${api}/v1/segment/interactive`, { image: [big, big, big], points: click });
+      expect([batch.status, batch.body.results.length, batch.body.results.every((r: { width?: number }) => r.width === 8000)]).toEqual([200, 3, true]);
+      const everything = await postForm(`${api}/v1/segment/everything`, { image: hd, points_per_side: "32" });
+      expect([everything.status, everything.body.width]).toEqual([200, 1280]);
+      expect((await request(`${api}/healthz`)).status).toBe(200);
+      expect(agent.child.exitCode).toBeNull();
+    } finally {
+      await agent.stop();
+    }
+  }, 240_000);
 });

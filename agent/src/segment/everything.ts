@@ -1,9 +1,9 @@
-import sharp from "sharp";
 import { EVERYTHING_DEFAULTS, everythingProblem, type EverythingKey } from "../config/everything.ts";
 import { SamEdgeError } from "../core/errors.ts";
 import type { SegmentEngine, ImageEmbedding, MaskResult } from "./engine.ts";
 import { maskBBox, type BBox, type BinaryMask } from "./mask.ts";
 import { lowResRows, MASK_THRESHOLD, STABILITY_OFFSET, thresholdRows, type Upsample } from "./postprocess.ts";
+import { decodeUpright, type RawImage } from "./preprocess.ts";
 import { removeSmallRegions } from "./regions.ts";
 
 /** SAM's automatic mask generator settings; the defaults are SamAutomaticMaskGenerator's. */
@@ -276,13 +276,15 @@ export async function segmentEverything(
   const timings = { encodeMs: 0, decodeMs: 0, postprocessMs: 0 };
   let t = performance.now();
   const full = image instanceof Uint8Array ? (await engine.embed(image)).embedding : image;
+  // Crops are cut from the image decoded once, and reach the encoder as pixels, not as files.
+  const decoded = o.cropNLayers > 0 ? await decodeUpright(image as Uint8Array) : undefined;
   timings.encodeMs += performance.now() - t;
   const { width, height } = full;
   const counts = { candidates: 0, afterIou: 0, afterStability: 0, afterNms: 0 };
   const kept: { c: Candidate; crop: Crop; emb: ImageEmbedding }[] = [];
   for (const crop of cropBoxes(width, height, o.cropNLayers, o.cropOverlapRatio)) {
     t = performance.now();
-    const emb = crop.layer === 0 ? full : (await engine.embed(await cropImage(image as Uint8Array, crop))).embedding;
+    const emb = crop.layer === 0 ? full : (await engine.embed(cropOf(decoded!, crop))).embedding;
     timings.encodeMs += performance.now() - t;
     t = performance.now();
     const side = Math.max(1, Math.floor(o.pointsPerSide / o.cropNPointsDownscaleFactor ** crop.layer));
@@ -338,9 +340,13 @@ function shift(box: BBox, crop: Crop): BBox {
   return [box[0] + crop.box[0], box[1] + crop.box[1], box[2], box[3]];
 }
 
-async function cropImage(bytes: Uint8Array, crop: Crop): Promise<Buffer> {
+function cropOf(image: RawImage, crop: Crop): RawImage {
   const [x0, y0, x1, y1] = crop.box;
-  return sharp(bytes).rotate().extract({ left: x0, top: y0, width: x1 - x0, height: y1 - y0 }).png({ compressionLevel: 1 }).toBuffer();
+  const width = x1 - x0;
+  const height = y1 - y0;
+  const rgb = new Uint8Array(width * height * 3);
+  for (let y = 0; y < height; y++) rgb.set(image.rgb.subarray(((y0 + y) * image.width + x0) * 3, ((y0 + y) * image.width + x1) * 3), y * width * 3);
+  return { width, height, rgb };
 }
 
 function uncrop(mask: BinaryMask, crop: Crop, width: number, height: number): BinaryMask {

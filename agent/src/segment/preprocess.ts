@@ -26,6 +26,31 @@ export interface ModelImage {
   rgb: Uint8Array;
 }
 
+/** Decoded pixels: RGB bytes, row-major, upright (EXIF orientation applied). */
+export interface RawImage {
+  width: number;
+  height: number;
+  rgb: Uint8Array;
+}
+
+/** The encoder's input size for an image of width x height. */
+function targetSize(width: number, height: number, resize: ResizeTo, exact: boolean): { width: number; height: number } {
+  if (resize.fit === "stretch" || (resize.fit === "none" && !exact)) return { width: resize.size, height: resize.size };
+  if (resize.fit === "none") return { width, height };
+  return resizedShape(width, height, resize.size);
+}
+
+/** Decodes an image once, upright, to RGB: for work on several parts of it (Everything's crops). */
+export async function decodeUpright(bytes: Uint8Array, limits: ImageLimits = DEFAULT_IMAGE_LIMITS): Promise<RawImage> {
+  const info = await inspectImage(bytes, limits);
+  try {
+    const { data, info: out } = await sharp(bytes, { limitInputPixels: limits.maxPixels, failOn: "truncated" }).rotate().removeAlpha().toColourspace("srgb").raw().toBuffer({ resolveWithObject: true });
+    return { width: out.width, height: out.height, rgb: data };
+  } catch (err) {
+    throw new SamEdgeError("IMAGE_CORRUPT", `the ${info.format.toUpperCase()} image cannot be decoded: ${(err as Error).message}`, { cause: err });
+  }
+}
+
 /** Identifies the format by its magic bytes, never by a file name or a declared type. */
 export function sniffFormat(bytes: Uint8Array): ImageFormat | undefined {
   if (bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) return "jpeg";
@@ -100,15 +125,12 @@ export async function inspectImage(bytes: Uint8Array, limits: ImageLimits = DEFA
  * the reference predictors resize (segment/resample.ts); larger images are shrunk by sharp in
  * its decoding pipeline (JPEG shrink-on-load), which keeps their memory bounded.
  */
-export async function loadForModel(bytes: Uint8Array, resize: ResizeTo, limits: ImageLimits = DEFAULT_IMAGE_LIMITS): Promise<ModelImage> {
+export async function loadForModel(input: Uint8Array | RawImage, resize: ResizeTo, limits: ImageLimits = DEFAULT_IMAGE_LIMITS): Promise<ModelImage> {
+  if (!(input instanceof Uint8Array)) return resizeRaw(input, resize);
+  const bytes = input;
   const info = await inspectImage(bytes, limits);
   const exact = Math.max(info.width, info.height) <= 2 * resize.size;
-  const target =
-    resize.fit === "stretch" || (resize.fit === "none" && !exact)
-      ? { width: resize.size, height: resize.size }
-      : resize.fit === "none"
-        ? { width: info.width, height: info.height }
-        : resizedShape(info.width, info.height, resize.size);
+  const target = targetSize(info.width, info.height, resize, exact);
   try {
     const pipeline = sharp(bytes, { limitInputPixels: limits.maxPixels, failOn: "truncated" }).rotate().removeAlpha().toColourspace("srgb");
     let rgb: Uint8Array;
@@ -122,4 +144,15 @@ export async function loadForModel(bytes: Uint8Array, resize: ResizeTo, limits: 
   } catch (err) {
     throw new SamEdgeError("IMAGE_CORRUPT", `the ${info.format.toUpperCase()} image cannot be decoded: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/** The same resize as loadForModel's, of pixels already decoded. */
+async function resizeRaw(image: RawImage, resize: ResizeTo): Promise<ModelImage> {
+  const { width, height } = image;
+  const exact = Math.max(width, height) <= 2 * resize.size;
+  const target = targetSize(width, height, resize, exact);
+  const rgb = exact
+    ? resizeBilinear(image.rgb, width, height, target.width, target.height)
+    : await sharp(image.rgb, { raw: { width, height, channels: 3 } }).resize(target.width, target.height, { fit: "fill", kernel: "linear" }).raw().toBuffer();
+  return { width, height, resizedWidth: target.width, resizedHeight: target.height, rgb };
 }

@@ -64,7 +64,7 @@ describe("Everything mode building blocks", () => {
     ];
     // Box IoU of the twins is 36/196: box NMS alone keeps all three.
     expect(nms(boxes, [0.8, 0.9, 0.7], 0.7)).toEqual([1, 0, 2]);
-    const masks = [square, speck, other];
+    const masks = [square, speck, other].map((data) => ({ width: side, height: side, data }));
     expect(nms(boxes, [0.8, 0.9, 0.7], 0.7, (i) => masks[i]!)).toEqual([1, 2]);
   });
 

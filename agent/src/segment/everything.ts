@@ -111,16 +111,13 @@ export function boxIoU(a: BBox, b: BBox): number {
  * suppressed when the masks' IoU is over the threshold: a mask with a stray speck far from
  * the object has a much larger box than its twin without one, and box IoU alone keeps both.
  */
-export function nms(boxes: BBox[], scores: number[], threshold: number, maskOf?: (i: number) => Uint8Array): number[] {
+export function nms(boxes: BBox[], scores: number[], threshold: number, maskOf?: (i: number) => BinaryMask): number[] {
   const order = scores.map((_, i) => i).sort((a, b) => scores[b]! - scores[a]!);
   const kept: number[] = [];
-  const masks = new Map<number, { mask: Uint8Array; area: number }>();
+  const masks = new Map<number, MaskEntry>();
   const entry = (i: number) => {
     let e = masks.get(i);
-    if (!e) {
-      const mask = maskOf!(i);
-      masks.set(i, (e = { mask, area: mask.reduce((s, v) => s + v, 0) }));
-    }
+    if (!e) masks.set(i, (e = maskEntry(maskOf!(i))));
     return e;
   };
   const duplicate = (i: number, k: number) => {
@@ -129,7 +126,7 @@ export function nms(boxes: BBox[], scores: number[], threshold: number, maskOf?:
     if (!maskOf || overlap === 0) return false;
     const [a, b] = [entry(i), entry(k)];
     // Two masks' IoU is at most the ratio of their areas: most pairs need no pixel count.
-    return Math.min(a.area, b.area) > threshold * Math.max(a.area, b.area) && binaryIoU(a.mask, b.mask) > threshold;
+    return Math.min(a.area, b.area) > threshold * Math.max(a.area, b.area) && binaryIoU(a, b) > threshold;
   };
   for (const i of order) {
     if (!kept.some((k) => duplicate(i, k))) kept.push(i);
@@ -137,14 +134,55 @@ export function nms(boxes: BBox[], scores: number[], threshold: number, maskOf?:
   return kept;
 }
 
-function binaryIoU(a: Uint8Array, b: Uint8Array): number {
-  let inter = 0;
-  let union = 0;
-  for (let i = 0; i < a.length; i++) {
-    inter += a[i]! & b[i]!;
-    union += a[i]! | b[i]!;
+/** A mask with its area and the box of its set pixels ([x0, y0, x1, y1) in its own pixels), found in one pass. */
+interface MaskEntry {
+  mask: BinaryMask;
+  area: number;
+  box: [number, number, number, number];
+}
+
+function maskEntry(mask: BinaryMask): MaskEntry {
+  const { width, height, data } = mask;
+  let area = 0;
+  let x0 = width;
+  let y0 = height;
+  let x1 = 0;
+  let y1 = 0;
+  for (let y = 0, i = 0; y < height; y++) {
+    for (let x = 0; x < width; x++, i++) {
+      if (!data[i]) continue;
+      area++;
+      if (x < x0) x0 = x;
+      if (x >= x1) x1 = x + 1;
+      if (y < y0) y0 = y;
+      y1 = y + 1;
+    }
   }
+  return { mask, area, box: [x0, y0, x1, y1] };
+}
+
+/** IoU of two masks of one frame, counted only inside the union of their boxes: outside it both are empty. */
+function binaryIoU(a: MaskEntry, b: MaskEntry): number {
+  const { width, data: da } = a.mask;
+  const db = b.mask.data;
+  const x0 = Math.min(a.box[0], b.box[0]);
+  const x1 = Math.max(a.box[2], b.box[2]);
+  const y0 = Math.min(a.box[1], b.box[1]);
+  const y1 = Math.max(a.box[3], b.box[3]);
+  let inter = 0;
+  for (let y = y0; y < y1; y++) {
+    for (let i = y * width + x0, end = y * width + x1; i < end; i++) inter += da[i]! & db[i]!;
+  }
+  const union = a.area + b.area - inter;
   return union === 0 ? 0 : inter / union;
+}
+
+/** A low-res mask thresholded at SAM's logit 0. */
+function lowResMask(low: Float32Array): BinaryMask {
+  const side = Math.sqrt(low.length);
+  const data = new Uint8Array(low.length);
+  for (let i = 0; i < low.length; i++) data[i] = low[i]! > MASK_THRESHOLD ? 1 : 0;
+  return { width: side, height: side, data };
 }
 
 /** Box of the valid (unpadded) part of a low-res mask, in original pixels. */
@@ -293,14 +331,16 @@ export async function segmentEverything(
     counts.candidates += total;
     counts.afterIou += afterIou;
     counts.afterStability += candidates.length;
+    t = performance.now();
     const inCrop = candidates.filter((c) => crop.layer === 0 || !nearCropEdge(shift(c.box, crop), crop, width, height));
     const survivors = nms(
       inCrop.map((c) => c.box),
       inCrop.map((c) => c.confidence),
       o.boxNmsThresh,
-      (i) => Uint8Array.from(inCrop[i]!.lowRes, (v) => (v > MASK_THRESHOLD ? 1 : 0)),
+      (i) => lowResMask(inCrop[i]!.lowRes),
     );
     for (const i of survivors) kept.push({ c: inCrop[i]!, crop, emb });
+    timings.postprocessMs += performance.now() - t;
   }
   t = performance.now();
   // Across crops, prefer the mask from the smaller crop: it saw the object at a higher resolution.
@@ -329,7 +369,7 @@ export async function segmentEverything(
     nonEmpty.map((mk) => mk.bbox),
     nonEmpty.map((_, i) => -i),
     o.cropNLayers > 0 ? Math.min(o.boxNmsThresh, o.cropNmsThresh) : o.boxNmsThresh,
-    (i) => nonEmpty[i]!.mask.data,
+    (i) => nonEmpty[i]!.mask,
   );
   counts.afterNms = distinct.length;
   timings.postprocessMs += performance.now() - t;

@@ -4,27 +4,16 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { decodeRle, polygonsToMask, type CocoRle, type Polygon } from "../agent/src/segment/formats/index.ts";
+import { decodeRle, polygonsToMask } from "../agent/src/segment/formats/index.ts";
 import { maskIoU } from "../agent/src/segment/mask.ts";
 import { AgentProcess, Subscriber } from "./helpers/agent.ts";
 import { CameraServer } from "./helpers/camera-server.ts";
 import { sceneJpeg } from "./helpers/frames.ts";
 import { freePort, Mosquitto } from "./helpers/mosquitto.ts";
+import type { ResultMessage } from "../agent/src/client/types.ts";
 
 const HELPERS_BIN = fileURLToPath(new URL("./helpers/bin/", import.meta.url));
 
-interface ResultMessage {
-  device: string;
-  camera: string;
-  frame: number;
-  frame_id: string;
-  captured_at: string;
-  route: string;
-  width: number;
-  height: number;
-  latency_ms: Record<string, number>;
-  masks: { prompt?: number; bbox: number[]; area: number; confidence: number; stability: number; rle?: CocoRle; polygons?: Polygon[] }[];
-}
 
 // The daemon as a child process against a real Mosquitto: an ffmpeg test pattern, an
 // ESP32-CAM stand-in over HTTP that also sends broken frames, and a USB webcam (an fswebcam
@@ -107,7 +96,7 @@ describe("sam-edge run: cameras in, masks out over MQTT", () => {
     const results = sub.json<ResultMessage>(/\/cameras\/pattern\/result$/);
     for (const r of results) {
       expect(r).toMatchObject({ device, camera: "pattern", route: "local", width: 320, height: 240 });
-      expect(new Date(r.captured_at).getTime()).toBeGreaterThan(Date.now() - 300_000);
+      expect(new Date(r.captured_at!).getTime()).toBeGreaterThan(Date.now() - 300_000);
       expect(Object.keys(r.latency_ms)).toEqual(expect.arrayContaining(["queue", "preprocess", "encode", "decode", "postprocess", "format", "total"]));
       expect(r.masks.map((m) => m.prompt)).toEqual([0, 1]);
       for (const m of r.masks) {
@@ -122,7 +111,7 @@ describe("sam-edge run: cameras in, masks out over MQTT", () => {
       }
     }
     const frames = results.map((r) => r.frame);
-    expect(frames).toEqual([...frames].sort((a, b) => a - b));
+    expect(frames).toEqual([...frames].sort((a, b) => a! - b!));
     expect(new Set(results.map((r) => r.frame_id)).size).toBe(results.length);
   });
 

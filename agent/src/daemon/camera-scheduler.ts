@@ -3,10 +3,10 @@ import type { CameraConfig, RouteMode } from "../config/schema.ts";
 import { SamEdgeError, isSamEdgeError } from "../core/errors.ts";
 import type { CameraProvider, CameraResult, CameraStatus } from "../capture/cameras.ts";
 import { isImageError, type SegmentationResult, type SegmentationService } from "../service/segmentation.ts";
-import { sniffFormat } from "../segment/preprocess.ts";
 import type { Logger } from "../core/log.ts";
 import { RateMeter } from "./rate.ts";
 import { overlayImage } from "../segment/formats/index.ts";
+import { frameProblem } from "../capture/frame-checks.ts";
 
 export interface SourceEntry {
   source: FrameSource;
@@ -61,21 +61,6 @@ export interface CameraSchedulerOptions {
   log: Logger;
   /** Frames being segmented at once across cameras; local ones still queue for the one engine. */
   maxInFlight?: number;
-}
-
-/** Cheap checks before any decoder sees the bytes: a frame that fails one is counted and skipped. */
-export function frameProblem(bytes: Buffer, maxBytes: number): SamEdgeError | undefined {
-  if (bytes.length === 0) return new SamEdgeError("IMAGE_EMPTY", "the frame is empty");
-  if (bytes.length > maxBytes) return new SamEdgeError("IMAGE_TOO_LARGE", `the frame is ${bytes.length} bytes; max_frame_bytes is ${maxBytes}`);
-  const format = sniffFormat(bytes);
-  if (!format) return new SamEdgeError("IMAGE_UNSUPPORTED", `the frame is not a JPEG, PNG or WebP image (it starts with 0x${bytes.subarray(0, 8).toString("hex")})`);
-  if (format === "jpeg") {
-    let end = bytes.length;
-    // Some cameras pad frames; only the end-of-image marker before the padding counts.
-    while (end > 2 && (bytes[end - 1] === 0x00 || bytes[end - 1] === 0x0a || bytes[end - 1] === 0x0d)) end--;
-    if (bytes[end - 2] !== 0xff || bytes[end - 1] !== 0xd9) return new SamEdgeError("IMAGE_CORRUPT", "the JPEG is truncated (no end-of-image marker)");
-  }
-  return undefined;
 }
 
 /**

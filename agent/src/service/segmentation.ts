@@ -1,88 +1,20 @@
-import { setTimeout as sleep } from "node:timers/promises";
 import { Counter, Histogram, type Registry } from "prom-client";
-import { SamApiError, type SamClient } from "../client/client.ts";
-import type { ApiMask, ApiRle } from "../client/types.ts";
 import { everythingSettings } from "../config/everything.ts";
-import type { CameraPrompt, EverythingSettings, RouteMode } from "../config/schema.ts";
+import type { EverythingSettings } from "../config/schema.ts";
 import { isSamEdgeError, SamEdgeError } from "../core/errors.ts";
 import type { SegmentResult, Timings } from "../segment/engine.ts";
 import type { EverythingOptions } from "../segment/everything.ts";
-import { decodeRle, maskFromPng } from "../segment/formats/index.ts";
-import { maskArea, maskBBox, type BBox, type BinaryMask } from "../segment/mask.ts";
 import { inspectImage } from "../segment/preprocess.ts";
-import type { Prompt } from "../segment/prompts.ts";
-import type { CircuitBreaker } from "./breaker.ts";
-import type { CloudBudget } from "./budget.ts";
+import { CloudSegmenter, type CloudRoute } from "./cloud.ts";
 import { CloudError } from "./cloud-errors.ts";
 import type { Engine, ModelInfo } from "./engine.ts";
 import { EngineSlot, type EngineSource } from "./engine-slot.ts";
+import { toPixelPrompts, type ResultMask, type SegmentationResult, type SegmentJob } from "./job.ts";
 import { DEFAULT_QUEUE_LIMITS, FairQueue, SOURCES, type QueueLimit, type QueueStats, type Source } from "./queue.ts";
 
 export type { Source } from "./queue.ts";
-
-/** What to segment in one image, whoever asks: a camera, an HTTP or MQTT request, the CLI. */
-export interface SegmentJob {
-  source: Source;
-  bytes: Uint8Array;
-  mode: "prompts" | "everything";
-  /** One mask (or, with `multimask`, every candidate) per prompt, in `coordinates`. */
-  prompts: CameraPrompt[];
-  coordinates: "pixels" | "normalized";
-  /**
-   * SAM's three candidates per prompt instead of one. Unset: SAM's rule (a lone click is
-   * ambiguous, so its best of three answers; anything more, the single-mask output).
-   */
-  multimask?: boolean;
-  /** Everything mode's settings; what is left out comes from the model's defaults. */
-  everything?: Partial<EverythingSettings>;
-  route: RouteMode;
-  /** Aborted when the client is gone: a job still waiting is dropped, never run. */
-  signal?: AbortSignal;
-  /** Epoch ms after which the answer is of no use (MQTT 5 message expiry). */
-  expiresAt?: number;
-  /**
-   * While the first model loads, wait for it (cameras, MQTT) or fail at once with MODEL_LOADING
-   * (HTTP: a client is better told to retry). Default true.
-   */
-  waitForModel?: boolean;
-}
-
-/** One mask of a result, whichever way it was made. */
-export interface ResultMask {
-  /** Index of the prompt it answers (prompts mode). */
-  prompt?: number;
-  /** The grid point that produced it (Everything mode, local route). */
-  point?: [number, number];
-  mask: BinaryMask;
-  bbox: BBox;
-  area: number;
-  confidence: number;
-  stability?: number;
-  /** The COCO RLE the hosted API sent with it (cloud route): written out again as it came, not re-encoded. */
-  rle?: ApiRle;
-}
-
-/** The one result type: what every caller gets, and what the one encoder (result.ts) writes. */
-export interface SegmentationResult {
-  route: "local" | "cloud";
-  /** Why a cloud or auto job ran locally after all. */
-  fallback?: { code: string; message: string };
-  /** The model that answered (local route). */
-  model?: string;
-  width: number;
-  height: number;
-  masks: ResultMask[];
-  /** Milliseconds per stage: queue, preprocess, encode, decode, postprocess locally; cloud for the hosted call. */
-  timings: Record<string, number>;
-}
-
-export interface CloudRoute {
-  client: SamClient;
-  budget: CloudBudget;
-  breaker: CircuitBreaker;
-  retries: number;
-  retryBaseMs: number;
-}
+export { toPixelPrompts, type ResultMask, type SegmentationResult, type SegmentJob } from "./job.ts";
+export type { CloudRoute } from "./cloud.ts";
 
 export interface ServiceOptions {
   /** A slot lets a model update swap the engine under the service; queued jobs run on the engine current when they start. */
@@ -110,16 +42,6 @@ export interface ServiceStats {
 
 const now = (): number => performance.now();
 
-/** Prompts in the job's coordinates, as pixel prompts for an image of this size. */
-export function toPixelPrompts(prompts: CameraPrompt[], coordinates: SegmentJob["coordinates"], width: number, height: number): Prompt[] {
-  const sx = coordinates === "normalized" ? width : 1;
-  const sy = coordinates === "normalized" ? height : 1;
-  return prompts.map((p) => ({
-    ...(p.points ? { points: p.points.map((pt) => ({ x: pt.x * sx, y: pt.y * sy, label: pt.label ?? 1 })) } : {}),
-    ...(p.box ? { box: [p.box[0] * sx, p.box[1] * sy, p.box[2] * sx, p.box[3] * sy] as [number, number, number, number] } : {}),
-  }));
-}
-
 /** The engine's options for a job: its settings over the model's calibrated ones over the defaults. */
 function everythingOptions(model: ModelInfo, job: Partial<EverythingSettings> | undefined): Partial<EverythingOptions> {
   const e = everythingSettings(model.manifest.everything, job);
@@ -145,12 +67,14 @@ const STAGES: Record<keyof Timings, string> = { preprocessMs: "preprocess", enco
 export class SegmentationService {
   readonly slot: EngineSlot;
   private readonly queue: FairQueue;
+  private readonly cloud: CloudSegmenter;
   private readonly counts = { local: 0, cloud: 0, fallbacks: 0, cloudFailures: 0 };
   private readonly stage: Histogram<"stage"> | undefined;
   private readonly jobs: Counter<"source" | "route" | "result"> | undefined;
 
   constructor(private readonly options: ServiceOptions) {
     this.slot = EngineSlot.from(options.engine);
+    this.cloud = new CloudSegmenter(options.cloud, this.counts);
     const registers = options.registry ? [options.registry] : [];
     const dropped = options.registry
       ? new Counter({ name: "sam_edge_jobs_dropped_total", help: "Jobs dropped before they ran: their client had gone, or their request had expired", labelNames: ["source", "reason"], registers })
@@ -211,7 +135,7 @@ export class SegmentationService {
       if (!toCloud) result = await this.local(job);
       else {
         try {
-          result = await this.cloud(job);
+          result = await this.cloud.segment(job);
         } catch (err) {
           if (!localUsable || !(err instanceof CloudError)) throw err;
           this.counts.fallbacks++;
@@ -277,81 +201,10 @@ export class SegmentationService {
     return { route: "local", width: first.width, height: first.height, masks, timings: { ...total } };
   }
 
-  private async cloud(job: SegmentJob): Promise<SegmentationResult> {
-    const cloud = this.options.cloud;
-    if (!cloud) throw new CloudError("CLOUD_NOT_CONFIGURED", "no cloud token is configured (cloud.token or MSF_API_KEY)");
-    const calls = job.mode === "everything" ? 1 : job.prompts.length;
-    if (cloud.budget.remaining < calls) {
-      throw new CloudError("CLOUD_BUDGET_EXHAUSTED", `the month's cloud budget is spent (${cloud.budget.used} of ${cloud.budget.limit} calls)`);
-    }
-    const size = await inspectImage(job.bytes);
-    if (!cloud.breaker.allow()) throw new CloudError("CLOUD_UNAVAILABLE", "the cloud failed repeatedly; its circuit breaker is open");
-    const start = now();
-    this.counts.cloud++;
-    try {
-      const masks: ResultMask[] = [];
-      if (job.mode === "everything") {
-        // The hosted API takes 4 points per side at the least.
-        const pointsPerSide = Math.max(4, everythingSettings(job.everything).points_per_side);
-        const r = await this.call(cloud, () => cloud.client.everything(job.bytes, { pointsPerSide }));
-        for (const m of r.masks) masks.push({ ...(await fromApi(m)), ...(m.point ? { point: m.point } : {}) });
-      } else {
-        for (const [i, prompt] of toPixelPrompts(job.prompts, job.coordinates, size.width, size.height).entries()) {
-          const r = await this.call(cloud, () => cloud.client.interactive(job.bytes, prompt as InteractivePrompt, { multimask: job.multimask === true }));
-          const answers = job.multimask && r.masks ? r.masks.map((m) => fromApi(m)) : [fromApi(r, r.rle)];
-          for (const m of await Promise.all(answers)) masks.push({ prompt: i, ...m });
-        }
-      }
-      cloud.breaker.success();
-      return { route: "cloud", width: size.width, height: size.height, masks, timings: { cloudMs: now() - start } };
-    } catch (err) {
-      this.counts.cloud--;
-      // Only an unreachable or failing service opens the breaker: a rejected request proves it answers.
-      if (err instanceof CloudError && err.code === "CLOUD_UNAVAILABLE") {
-        cloud.breaker.failure();
-        this.counts.cloudFailures++;
-      } else cloud.breaker.success();
-      throw err;
-    }
-  }
-
-  /** One API call with retries (network errors, 429, 5xx), each attempt taken from the budget. */
-  private async call<T>(cloud: CloudRoute, fn: () => Promise<T>): Promise<T> {
-    for (let attempt = 0; ; attempt++) {
-      if (!cloud.budget.tryReserve()) throw new CloudError("CLOUD_BUDGET_EXHAUSTED", `the month's cloud budget is spent (${cloud.budget.limit} calls)`);
-      try {
-        return await fn();
-      } catch (err) {
-        if (NOT_SENT.has(((err as Error).cause as { code?: string } | undefined)?.code ?? "")) cloud.budget.refund();
-        const status = err instanceof SamApiError ? err.status : undefined;
-        const retryable = status === undefined || status === 429 || status >= 500;
-        const message = err instanceof Error ? err.message : String(err);
-        if (status !== undefined && !retryable) {
-          // The hosted API judged the request itself: a bad image fails the same way locally.
-          throw new CloudError("CLOUD_REJECTED", `the cloud answered ${status} ${(err as SamApiError).code}: ${message}`, { cause: err });
-        }
-        if (attempt >= cloud.retries) throw new CloudError("CLOUD_UNAVAILABLE", `the cloud failed ${attempt + 1} times: ${message}`, { cause: err });
-        // Full jitter: retries of several boxes after one outage spread out instead of arriving together.
-        await sleep(Math.random() * cloud.retryBaseMs * 2 ** attempt);
-      }
-    }
-  }
-
   /** Waits for the jobs queued to end and releases every engine. */
   close(): Promise<void> {
     return this.slot.close();
   }
-}
-
-/** Connection errors that mean the request never left this box: no call was spent. */
-const NOT_SENT = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "ENETUNREACH", "EHOSTUNREACH"]);
-
-type InteractivePrompt = Parameters<SamClient["interactive"]>[1];
-
-/** A mask of the hosted API's answer: COCO RLE when the server sent it (the box does), else the PNG. */
-async function fromApi(m: ApiMask, rle?: ApiRle): Promise<Omit<ResultMask, "prompt" | "point">> {
-  const mask = rle ? decodeRle(rle) : await maskFromPng(Buffer.from(m.mask, "base64"));
-  return { mask, bbox: maskBBox(mask), area: maskArea(mask), confidence: m.confidence, ...(m.stability !== undefined ? { stability: m.stability } : {}), ...(rle ? { rle } : {}) };
 }
 
 /** Whether an error is about the image itself (counted as a corrupt frame) rather than the agent. */

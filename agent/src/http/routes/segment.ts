@@ -90,13 +90,16 @@ async function answer<T extends object>(
   return { results };
 }
 
-/** Aborted when the client hangs up: its images still waiting for the model are then dropped. */
-function clientGone(request: FastifyRequest): AbortSignal {
+/**
+ * Aborted when the client hangs up before its answer: its images still waiting for the model
+ * are then dropped. The listener leaves the (keep-alive) socket with the response.
+ */
+function clientGone(request: FastifyRequest, reply: FastifyReply): AbortSignal {
   const controller = new AbortController();
-  request.raw.once("close", () => {
-    if (!request.raw.complete || request.raw.socket?.destroyed) controller.abort();
-  });
-  request.raw.socket?.once("close", () => controller.abort());
+  const socket = request.raw.socket;
+  const abort = () => controller.abort();
+  socket.once("close", abort);
+  reply.raw.once("close", () => socket.off("close", abort));
   return controller.signal;
 }
 
@@ -114,7 +117,7 @@ export const segmentRoutes: FastifyPluginAsync = async (app) => {
     const items = sources(request.body, app.cameras);
     const prompts = promptsFor(request.body, items.length);
     const multimask = request.body.multimask;
-    const signal = clientGone(request);
+    const signal = clientGone(request, reply);
     const result = await answer(
       items,
       async (bytes, index): Promise<InteractiveResult> => {
@@ -155,7 +158,7 @@ export const segmentRoutes: FastifyPluginAsync = async (app) => {
     const items = sources(request.body, app.cameras);
     const body = request.body;
     const everything = Object.fromEntries(Object.keys(EVERYTHING_SCHEMA).flatMap((k) => (body[k as EverythingKey] === undefined ? [] : [[k, body[k as EverythingKey]]])));
-    const signal = clientGone(request);
+    const signal = clientGone(request, reply);
     const result = await answer(
       items,
       async (bytes): Promise<EverythingResult> => {

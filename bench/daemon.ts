@@ -31,7 +31,7 @@ import { parseArgs, promisify } from "node:util";
 import { connectAsync } from "mqtt";
 import { BUNDLED_MODEL_DIR } from "../agent/src/cli.ts";
 import { SamModel } from "../agent/src/model/sam-model.ts";
-import { startEmbeddedBroker } from "../agent/src/publish/broker.ts";
+import { startEmbeddedBroker } from "../agent/src/mqtt/broker.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
 
 const exec = promisify(execFile);

@@ -138,7 +138,10 @@ class MinimalClient {
     if (headEnd < 0) return;
     const head = data.subarray(0, headEnd).toString("latin1");
     const length = /\r\ncontent-length: *(\d+)/i.exec(head);
-    if (!length) return this.settle(new Error(`the response has no Content-Length: ${head}`));
+    if (!length) {
+      this.settle(new Error(`the response has no Content-Length: ${head}`));
+      return;
+    }
     if (data.length < headEnd + 4 + Number(length[1])) return;
     this.received = [];
     const status = head.slice(9, 12);

@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -8,6 +8,7 @@ import { connectAsync } from "mqtt";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FfmpegSource } from "../agent/src/capture/ffmpeg.ts";
+import { FolderSource } from "../agent/src/capture/folder.ts";
 import { backoffDelay } from "../agent/src/capture/health.ts";
 import { JpegSplitter } from "../agent/src/capture/jpeg-stream.ts";
 import { MjpegSource, MultipartSplitter } from "../agent/src/capture/mjpeg.ts";
@@ -15,7 +16,7 @@ import { cameraIdFromTopic, MqttFrameSource } from "../agent/src/capture/mqtt-fr
 import { SnapshotSource } from "../agent/src/capture/snapshot.ts";
 import type { Frame, FrameSource } from "../agent/src/capture/source.ts";
 import { WebcamSource } from "../agent/src/capture/webcam.ts";
-import { startEmbeddedBroker, type EmbeddedBroker } from "../agent/src/publish/broker.ts";
+import { startEmbeddedBroker, type EmbeddedBroker } from "../agent/src/mqtt/broker.ts";
 import { CameraServer } from "./helpers/camera-server.ts";
 import { sceneJpeg } from "./helpers/frames.ts";
 import { freePort } from "./helpers/mosquitto.ts";
@@ -248,5 +249,27 @@ describe("frame sources", () => {
         await gateway.endAsync();
       }
     });
+  });
+});
+
+describe("folder camera", () => {
+  it("never reads a file that is a link out of its folder (a symlink to /etc/passwd), and says so without quoting it", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "sam-edge-folder-"));
+    try {
+      await writeFile(join(dir, "a.jpg"), await sceneJpeg(320));
+      await symlink("/etc/passwd", join(dir, "b.jpg"));
+      // A link inside the folder is one of its frames.
+      await symlink(join(dir, "a.jpg"), join(dir, "c.jpg"));
+      const source = new FolderSource({ cameraId: "door", dir, intervalMs: 0, loop: false });
+      const frames: Frame[] = [];
+      for await (const f of source.frames(new AbortController().signal)) frames.push(f);
+      expect(frames.map((f) => f.bytes.subarray(0, 3).toString("hex"))).toEqual(["ffd8ff", "ffd8ff"]);
+      const health = source.health();
+      expect(health.badFrames).toBe(1);
+      expect(health.lastError).toMatch(/skipped 1 file\(s\) that are links out of .* b\.jpg/);
+      expect(health.lastError).not.toMatch(/root:/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

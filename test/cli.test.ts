@@ -39,13 +39,17 @@ describe("sam-edge CLI", () => {
     expect(json.code, json.stderr).toBe(0);
     const out = JSON.parse(json.stdout);
     expect(out).toMatchObject({ width: 640, height: 480 });
-    expect(out.masks).toHaveLength(3);
+    // The best candidate alone, as the HTTP API answers; --multimask prints all three.
+    expect(out.masks).toHaveLength(1);
     const png = await maskFromPng(Buffer.from(out.masks[0].mask, "base64"));
     expect(maskIoU(png, scene.truth(obj.label))).toBeGreaterThan(MIN_CLICK_IOU);
     expect(out.masks[0].bbox).toHaveLength(4);
 
     const rle = JSON.parse((await cli(["segment", image, point, "--format", "rle"])).stdout);
     expect(maskIoU(decodeRle(rle.masks[0].rle), png)).toBe(1);
+    const all = JSON.parse((await cli(["segment", image, point, "--multimask"])).stdout);
+    expect(all.masks).toHaveLength(3);
+    expect(all.masks[0].confidence).toBeGreaterThanOrEqual(all.masks[2].confidence);
   });
 
   it("segment --format png --out writes the best mask", async () => {

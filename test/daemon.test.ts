@@ -193,24 +193,30 @@ describe("sam-edge run: cameras in, masks out over MQTT", () => {
   });
 
   it("request/response: MQTT 5 response topic with correlation data; MQTT 3.1.1 reply topic by id; errors with codes", async () => {
-    const requester = await Subscriber.connect(broker.url, ["replies/#", `${base}/${device}/response/#`], { protocolVersion: 5 });
+    const requester = await Subscriber.connect(broker.url, ["replies/#", `${base}/${device}/response/#`, `${base}/${device}/cameras/+/result`], { protocolVersion: 5 });
     const legacy = await Subscriber.connect(broker.url, [`${base}/${device}/response/#`], { protocolVersion: 4 });
     try {
       const image = small.toString("base64");
       await requester.client.publishAsync(
         `${base}/${device}/request`,
         JSON.stringify({ image, prompts: [{ points: [{ x: 80, y: 60, label: 1 }] }] }),
-        { qos: 1, properties: { responseTopic: "replies/app1", correlationData: Buffer.from("corr-42") } },
+        { qos: 1, properties: { responseTopic: `${base}/${device}/response/app1`, correlationData: Buffer.from("corr-42") } },
       );
+      // Response topics outside <base>/<device>/response/ are refused: the agent would publish wherever it is told.
+      for (const [id, responseTopic] of [["r-elsewhere", "replies/app1"], ["r-own", `${base}/${device}/cameras/usb/result`]] as const) {
+        await requester.client.publishAsync(`${base}/${device}/request`, JSON.stringify({ id, camera: "usb" }), { qos: 1, properties: { responseTopic, correlationData: Buffer.from(id) } });
+      }
       await legacy.client.publishAsync(`${base}/${device}/request`, JSON.stringify({ id: "r-311", camera: "usb" }), { qos: 1 });
       await legacy.client.publishAsync(`${base}/${device}/request`, JSON.stringify({ id: "r-bad", camera: "attic" }), { qos: 1 });
       await legacy.client.publishAsync(`${base}/${device}/request`, JSON.stringify({ id: "r-typo", image, prompt: [] }), { qos: 1 });
       // An id that is no topic level (a wildcard, a separator) is answered on the plain response topic.
       await legacy.client.publishAsync(`${base}/${device}/request`, JSON.stringify({ id: "x/#", camera: "usb" }), { qos: 1 });
-      await requester.waitFor(() => requester.on(/^replies\/app1$/).length === 1, "the MQTT 5 reply");
-      await legacy.waitFor(() => legacy.messages.length >= 4, "the 3.1.1 replies");
+      await requester.waitFor(() => requester.on(/\/response\/app1$/).length === 1, "the MQTT 5 reply");
+      const answered = () => new Set(legacy.messages.map((m) => m.topic.split("/").pop()));
+      const expected = ["r-311", "r-bad", "r-typo", "response", "r-elsewhere", "r-own"];
+      await legacy.waitFor(() => expected.every((id) => answered().has(id)), "the 3.1.1 replies and the refusals");
 
-      const reply = requester.on(/^replies\/app1$/)[0]!;
+      const reply = requester.on(/\/response\/app1$/)[0]!;
       expect(Buffer.from(reply.properties!.correlationData as Uint8Array).toString()).toBe("corr-42");
       const body = JSON.parse(reply.payload.toString()) as ResultMessage;
       expect(body).toMatchObject({ route: "local", width: 160, height: 120 });
@@ -223,6 +229,12 @@ describe("sam-edge run: cameras in, masks out over MQTT", () => {
       expect(byId["r-typo"].error.message).toMatch(/prompt/);
       expect(legacy.messages.map((m) => m.topic)).toContain(`${base}/${device}/response`);
       expect(byId.response).toEqual({ error: { code: "REQUEST_INVALID", message: expect.stringMatching(/id/) } });
+      for (const id of ["r-elsewhere", "r-own"]) {
+        expect(byId[id]).toEqual({ id, error: { code: "REQUEST_INVALID", message: expect.stringMatching(/response topics must start with "site1\/.*\/response\/"/) } });
+      }
+      expect(requester.on(/^replies\//)).toEqual([]);
+      // Nothing but results ever reaches a camera's result topic.
+      expect(requester.on(/\/result$/).every((m) => "frame_id" in JSON.parse(m.payload.toString()))).toBe(true);
     } finally {
       await requester.close();
       await legacy.close();

@@ -158,7 +158,7 @@ describe("deploy/docker: Dockerfiles, their replay without Docker, and the compo
     const broker = spawn("mosquitto", ["-c", join(tmp, "mosquitto.conf")], { stdio: "ignore" });
     try {
       const example = JSON.parse(await readFile(join(REPO_ROOT, "deploy/config.example.json"), "utf8")) as { mqtt: { username: string; password: string } };
-      let client;
+      let client: Awaited<ReturnType<typeof connectAsync>> | undefined;
       for (let tries = 0; !client; tries++) {
         client = await connectAsync(`mqtt://127.0.0.1:${port}`, { username: example.mqtt.username, password: example.mqtt.password, reconnectPeriod: 0 }).catch((err: Error) => {
           if (tries > 50) throw err;

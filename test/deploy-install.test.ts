@@ -123,7 +123,7 @@ describe("deploy/install.sh --prefix: a root in a directory", () => {
   it("puts back what was changed under /opt/sam-edge, removes what this version lacks, and names each change first in --dry-run", async () => {
     const app = join(root, APP);
     await writeFile(join(app, "agent/src/cli.ts"), "tampered");
-    await chmod(join(app, "agent/src/errors.ts"), 0o600);
+    await chmod(join(app, "agent/src/core/errors.ts"), 0o600);
     await mkdir(join(app, "agent/src/old/sub"), { recursive: true });
     await writeFile(join(app, "agent/src/old/sub/gone.ts"), "from an older version");
     const stamp = await readFile(join(app, "node_modules/.sam-edge-deps"), "utf8");
@@ -138,7 +138,7 @@ describe("deploy/install.sh --prefix: a root in a directory", () => {
       `sam-edge: would remove ${app}/agent/src/old/sub/ (not in this version)`,
       `sam-edge: would remove ${app}/agent/src/old/ (not in this version)`,
       `sam-edge: would write ${app}/agent/src/cli.ts`,
-      `sam-edge: would chmod 644 ${app}/agent/src/errors.ts`,
+      `sam-edge: would chmod 644 ${app}/agent/src/core/errors.ts`,
       `sam-edge: would install production dependencies into ${app}/node_modules (npm ci --omit=dev)`,
     ]);
     expect(dry.stdout).toContain("dry run: 6 changes, none made");
@@ -149,7 +149,7 @@ describe("deploy/install.sh --prefix: a root in a directory", () => {
     const fix = await install(["--prefix", root]);
     expect(fix.code, fix.stderr).toBe(0);
     expect(await readFile(join(app, "agent/src/cli.ts"))).toEqual(await readFile(join(REPO_ROOT, "agent/src/cli.ts")));
-    expect(await mode(join(app, "agent/src/errors.ts"))).toBe("644");
+    expect(await mode(join(app, "agent/src/core/errors.ts"))).toBe("644");
     expect(await exists(join(app, "agent/src/old"))).toBe(false);
   });
 

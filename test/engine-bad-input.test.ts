@@ -3,28 +3,14 @@ import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promi
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { crc32 } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SamEdgeError } from "../agent/src/errors.ts";
+import { SamEdgeError } from "../agent/src/core/errors.ts";
 import { SamModel } from "../agent/src/model/sam-model.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
+import { pngHeader } from "./helpers/png.ts";
 import { loadScene, TINY_SAM_DIR, type Scene } from "./helpers/scenes.ts";
 
 const run = promisify(execFile);
-
-/** A valid PNG header (signature + IHDR with a correct CRC) declaring width x height, and no pixels. */
-export function pngHeader(width: number, height: number): Buffer {
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(width, 0);
-  ihdr.writeUInt32BE(height, 4);
-  ihdr.set([8, 2, 0, 0, 0], 8); // 8-bit RGB
-  const body = Buffer.concat([Buffer.from("IHDR"), ihdr]);
-  const crc = Buffer.alloc(4);
-  crc.writeUInt32BE(crc32(body) >>> 0);
-  const len = Buffer.alloc(4);
-  len.writeUInt32BE(13);
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), len, body, crc]);
-}
 
 async function codeOf(p: Promise<unknown>): Promise<string> {
   try {

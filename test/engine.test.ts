@@ -134,7 +134,7 @@ describe("segmentation engine on the bundled model", () => {
     // takes one of 0.95 to 0.93), as with SAM; on average it must help, and never much harm.
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
     expect(mean(after)).toBeGreaterThanOrEqual(mean(before));
-    after.forEach((iou, i) => expect(iou).toBeGreaterThanOrEqual(before[i]! - 0.05));
+    for (const [i, iou] of after.entries()) expect(iou).toBeGreaterThanOrEqual(before[i]! - 0.05);
   });
 
   it("session options from the config: a CUDA preference falls back to the CPU, and the masks do not change", async () => {

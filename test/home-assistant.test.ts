@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connectAsync, type MqttClient } from "mqtt";
@@ -6,8 +6,8 @@ import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../agent/src/config/load.ts";
 import { SAMPLES_DIR } from "../agent/src/config/paths.ts";
-import { HOME_ASSISTANT_STATE_FILE, HomeAssistantDiscovery } from "../agent/src/publish/home-assistant.ts";
-import { createLogger } from "../agent/src/pipeline/log.ts";
+import { HOME_ASSISTANT_STATE_FILE, HomeAssistantDiscovery } from "../agent/src/mqtt/home-assistant.ts";
+import { createLogger } from "../agent/src/core/log.ts";
 import { AgentProcess, Subscriber } from "./helpers/agent.ts";
 import { discoveryProblems, renderValueTemplates } from "./helpers/home-assistant.ts";
 import { Mosquitto } from "./helpers/mosquitto.ts";
@@ -212,6 +212,9 @@ describe("Home Assistant MQTT discovery", () => {
       const topic = `${prefix}/sensor/sam-edge_torn/cam_objects/config`;
       await run([{ topic, payload: { unique_id: "torn" } }]);
       expect(warnings.join("\n")).toMatch(/announced\.json is not valid JSON .*cannot be cleared/);
+      const kept = (await readdir(tmp)).filter((f) => f.startsWith("announced.json.corrupt-"));
+      expect(kept).toHaveLength(1);
+      expect(await readFile(join(tmp, kept[0]!), "utf8")).toBe('{"announced": ["homeassistant/sensor/x');
       expect(JSON.parse((await retained(broker.url, topic, 1)).get(topic)!.toString())).toEqual({ unique_id: "torn" });
       expect(JSON.parse(await readFile(file(), "utf8"))).toEqual({ announced: [topic] });
     });

@@ -3,7 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startServer } from "../agent/src/http/server.ts";
 import { SamModel } from "../agent/src/model/sam-model.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
-import { FixtureCameras, form, pngBomb, request, type ApiResponse, type FieldValue } from "./helpers/http.ts";
+import { FixtureCameras, form, request, type ApiResponse, type FieldValue } from "./helpers/http.ts";
+import { pngBomb } from "./helpers/png.ts";
 import { loadScene, TINY_SAM_DIR, type Scene } from "./helpers/scenes.ts";
 
 const TOKEN = "bad-input-token";

@@ -27,7 +27,7 @@ describe("layout parity with the reference predictors", () => {
         const where = `${golden.layout} ${r.image} ${r.case}`;
         expect(r.engineMasks, where).toBe(r.scores.golden.length);
         for (const iou of r.ious) expect(iou, `${where}: mask IoU`).toBeGreaterThanOrEqual(MIN_IOU[r.image]!);
-        r.scores.engine.forEach((s, i) => expect(Math.abs(s - r.scores.golden[i]!), `${where}: score ${i}`).toBeLessThanOrEqual(SCORE_TOLERANCE));
+        for (const [i, s] of r.scores.engine.entries()) expect(Math.abs(s - r.scores.golden[i]!), `${where}: score ${i}`).toBeLessThanOrEqual(SCORE_TOLERANCE);
       }
     });
   }

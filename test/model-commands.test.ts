@@ -6,14 +6,14 @@ import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
 import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { isSamEdgeError } from "../agent/src/errors.ts";
+import { isSamEdgeError } from "../agent/src/core/errors.ts";
 import { startServer } from "../agent/src/http/server.ts";
 import { CATALOG_FILE, readCatalog } from "../agent/src/model/catalog.ts";
-import { modelCommand } from "../agent/src/model/commands.ts";
+import { modelCommand } from "../agent/src/service/model-library.ts";
 import { DEFAULT_SESSION_CONFIG, SamModel } from "../agent/src/model/sam-model.ts";
-import { ModelUpdater } from "../agent/src/model/updater.ts";
-import { createLogger } from "../agent/src/pipeline/log.ts";
-import { EngineSlot } from "../agent/src/segment/engine-slot.ts";
+import { ModelUpdater } from "../agent/src/service/model-updater.ts";
+import { createLogger } from "../agent/src/core/log.ts";
+import { EngineSlot } from "../agent/src/service/engine-slot.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
 import { request } from "./helpers/http.ts";
 import { LAYOUTS_DIR } from "./helpers/parity.ts";
@@ -197,6 +197,7 @@ describe("sam-edge model: list, pull, add, info, use", () => {
       configDir: TINY_SAM_DIR,
       session: DEFAULT_SESSION_CONFIG,
       limits: { maxBytes: 64 * 1024 * 1024, timeoutMs: 30_000 },
+      fetchPolicy: { allowedHosts: [] },
       log: createLogger("error"),
       registry: new Registry(),
     });

@@ -2,7 +2,7 @@ import { copyFile, mkdir, mkdtemp, readFile, rm, truncate, writeFile } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { isSamEdgeError, SamEdgeError } from "../agent/src/errors.ts";
+import { isSamEdgeError, SamEdgeError } from "../agent/src/core/errors.ts";
 import { resolveModel, scanFolder } from "../agent/src/model/folder.ts";
 import { isModelPath, parseManifest } from "../agent/src/model/manifest.ts";
 import { readGraphSignature } from "../agent/src/model/onnx-io.ts";

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { cp, mkdir, mkdtemp, readdir, readFile, rm, truncate, writeFile } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, symlink, truncate, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -9,10 +9,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../agent/src/config/load.ts";
 import { startServer } from "../agent/src/http/server.ts";
 import { DEFAULT_SESSION_CONFIG, SamModel } from "../agent/src/model/sam-model.ts";
-import { SELF_TEST_MIN_IOU } from "../agent/src/model/self-test.ts";
-import { ModelUpdater } from "../agent/src/model/updater.ts";
-import { createLogger } from "../agent/src/pipeline/log.ts";
-import { EngineSlot } from "../agent/src/segment/engine-slot.ts";
+import { SELF_TEST_MIN_IOU } from "../agent/src/service/self-test.ts";
+import { loadStartModel, ModelUpdater } from "../agent/src/service/model-updater.ts";
+import { createLogger } from "../agent/src/core/log.ts";
+import { InProcessEngine } from "../agent/src/service/engine.ts";
+import { EngineSlot } from "../agent/src/service/engine-slot.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
 import { postForm, request, type ApiResponse } from "./helpers/http.ts";
 import { runPython } from "./helpers/python.ts";
@@ -44,6 +45,10 @@ function modelServer(root: string): Promise<{ server: Server; url: string }> {
     const path = decodeURIComponent(new URL(req.url!, "http://x").pathname);
     if (path === "/stall/manifest.json") return; // never answers
     if (path === "/notjson/manifest.json") return res.end("<html>not found</html>");
+    if (path === "/redirect/manifest.json") {
+      res.writeHead(302, { location: `http://localhost:${(server.address() as { port: number }).port}/sets/int8/manifest.json` });
+      return res.end();
+    }
     if (path === "/bigmanifest/manifest.json") return res.end(`{"pad":"${"x".repeat(2 * 1024 * 1024)}"}`);
     if (path.startsWith("/huge/") && path.endsWith(".onnx")) {
       res.writeHead(200, { "content-length": String(MAX_BYTES * 4) });
@@ -117,6 +122,13 @@ describe("model updates: fetch, verify, self-test, swap", () => {
       m.decoder = "../../tiny-sam.decoder.onnx";
     });
     await copySet(INT8_DIR, join(sets, "int8"));
+    // Links out of the folder: the manifest to /etc/passwd, and a model file to the bundled model's.
+    await mkdir(join(sets, "passwd-link"));
+    await symlink("/etc/passwd", join(sets, "passwd-link", "manifest.json"));
+    await copySet(TINY_SAM_DIR, join(sets, "file-link"), async (m) => {
+      await rm(join(sets, "file-link", m.decoder));
+      await symlink(join(TINY_SAM_DIR, m.decoder), join(sets, "file-link", m.decoder));
+    });
     for (const mode of ["negative-masks", "shuffled-encoder"]) {
       const made = await runPython("test/helpers/break_model.py", [TINY_SAM_DIR, join(sets, mode), mode]);
       expect(made.code, made.stderr).toBe(0);
@@ -131,6 +143,7 @@ describe("model updates: fetch, verify, self-test, swap", () => {
       configDir: TINY_SAM_DIR,
       session: DEFAULT_SESSION_CONFIG,
       limits: { maxBytes: MAX_BYTES, timeoutMs: TIMEOUT_MS },
+      fetchPolicy: { allowedHosts: ["127.0.0.1"] },
       log: createLogger("info", (line) => logs.push(line)),
       registry,
     });
@@ -156,22 +169,25 @@ describe("model updates: fetch, verify, self-test, swap", () => {
   });
 
   // Each is refused with a stable code and a message naming the problem; the old model keeps serving.
-  const refusals: [string, () => unknown, number, string, RegExp][] = [
+  // [what, source, status, code, message, the detail only the agent's log has]
+  const refusals: [string, () => unknown, number, string, RegExp, RegExp?][] = [
     ["a file whose sha256 differs from the manifest (folder)", () => join(sets, "bad-sha"), 422, "MODEL_UPDATE_CHECKSUM", /tiny-sam\.decoder\.onnx: sha256 is [0-9a-f]{64}, but .* says/],
     ["a file whose sha256 differs from the manifest (URL)", () => `${models.url}/sets/bad-sha/`, 422, "MODEL_UPDATE_CHECKSUM", /\/sets\/bad-sha\/tiny-sam\.decoder\.onnx: sha256 is/],
     ["a truncated ONNX file with a matching sha256", () => join(sets, "truncated"), 422, "MODEL_UPDATE_INVALID", /does not load \(MODEL_INVALID: .*tiny-sam\.encoder\.onnx is not an ONNX model: it is not a complete ONNX protobuf/],
     ["a manifest naming a missing file (folder)", () => join(sets, "missing-file"), 422, "MODEL_UPDATE_INVALID", /tiny-sam\.decoder-batch\.onnx does not exist/],
-    ["a manifest naming a missing file (URL)", () => `${models.url}/sets/missing-file`, 502, "MODEL_UPDATE_FETCH_FAILED", /decoder-batch\.onnx answered 404/],
+    ["a manifest naming a missing file (URL)", () => `${models.url}/sets/missing-file`, 502, "MODEL_UPDATE_FETCH_FAILED", /could not be fetched; the agent's log says why/, /decoder-batch\.onnx answered 404/],
     ["a manifest without sha256", () => join(sets, "no-sha"), 422, "MODEL_UPDATE_CHECKSUM", /gives no sha256 for tiny-sam\.encoder\.onnx, tiny-sam\.decoder\.onnx/],
     ["a manifest naming a file outside its folder", () => `${models.url}/sets/escape/manifest.json`, 422, "MODEL_UPDATE_INVALID", /"decoder" must name an \.onnx file inside the model folder/],
     ["a decoder whose masks are all negative", () => join(sets, "negative-masks"), 422, "MODEL_UPDATE_SELF_TEST", /tiny-sam-negative-masks failed the self-test .*every mask for a click .* is empty/],
     ["an encoder with scrambled weights", () => `${models.url}/sets/shuffled-encoder/`, 422, "MODEL_UPDATE_SELF_TEST", /overlaps it with IoU 0\.\d+, below 0\.5: the model does not follow the image/],
-    ["no model set at the URL", () => `${models.url}/sets/nothing/`, 502, "MODEL_UPDATE_FETCH_FAILED", /manifest\.json answered 404/],
+    ["no model set at the URL", () => `${models.url}/sets/nothing/`, 502, "MODEL_UPDATE_FETCH_FAILED", /could not be fetched; the agent's log says why/, /manifest\.json answered 404/],
     ["a manifest that is not JSON", () => `${models.url}/notjson/`, 422, "MODEL_UPDATE_INVALID", /manifest\.json is not valid JSON/],
     ["a manifest of 2 MiB", () => `${models.url}/bigmanifest/`, 422, "MODEL_UPDATE_INVALID", /over 1048576 bytes: not a manifest/],
-    ["a model file that says it is over max_bytes", () => `${models.url}/huge/int8/`, 502, "MODEL_UPDATE_FETCH_FAILED", /is 33554432 bytes, over model\.update\.max_bytes/],
-    ["a model file that never ends", () => `${models.url}/endless/int8/`, 502, "MODEL_UPDATE_FETCH_FAILED", /is over model\.update\.max_bytes \(8388608 bytes\)/],
+    ["a model file that says it is over max_bytes", () => `${models.url}/huge/int8/`, 502, "MODEL_UPDATE_FETCH_FAILED", /could not be fetched/, /is 33554432 bytes, over model\.update\.max_bytes/],
+    ["a model file that never ends", () => `${models.url}/endless/int8/`, 502, "MODEL_UPDATE_FETCH_FAILED", /could not be fetched/, /is over model\.update\.max_bytes \(8388608 bytes\)/],
     ["a folder that does not exist", () => join(tmp, "nowhere"), 422, "MODEL_UPDATE_INVALID", /nowhere\/manifest\.json does not exist/],
+    ["a folder whose manifest.json is a link to /etc/passwd", () => join(sets, "passwd-link"), 422, "MODEL_UPDATE_INVALID", /manifest\.json is a symbolic link that leads out of .*passwd-link; copy the file/],
+    ["a folder whose decoder is a link out of it", () => join(sets, "file-link"), 422, "MODEL_UPDATE_INVALID", /tiny-sam\.decoder\.onnx is a symbolic link that leads out of/],
     ["a relative path", () => "models/tiny-sam", 400, "MODEL_UPDATE_SOURCE_INVALID", /neither an absolute folder path nor an http\(s\) URL/],
     ["a file:// URL", () => `file://${INT8_DIR}`, 400, "MODEL_UPDATE_SOURCE_INVALID", /uses file:/],
     ["an ftp:// URL", () => "ftp://models.example.com/sam/", 400, "MODEL_UPDATE_SOURCE_INVALID", /uses ftp:/],
@@ -179,11 +195,13 @@ describe("model updates: fetch, verify, self-test, swap", () => {
     ["a blank source", () => "   ", 400, "MODEL_UPDATE_SOURCE_INVALID", /must be a folder path or an http\(s\) URL/],
   ];
 
-  it.each(refusals)("refuses %s, and the old model keeps serving", async (_what, source, httpStatus, code, message) => {
+  it.each(refusals)("refuses %s, and the old model keeps serving", async (_what, source, httpStatus, code, message, detail) => {
     const before = Number((await registry.getSingleMetric("sam_edge_model_updates_total")!.get()).values.find((v) => v.labels.code === code)?.value ?? 0);
     const res = await update(source());
     expect([res.status, res.body.error?.code], JSON.stringify(res.body)).toEqual([httpStatus, code]);
     expect(res.body.error.message).toMatch(message);
+    // No error quotes what a file holds (a link to /etc/passwd must not leak it).
+    expect(res.body.error.message).not.toMatch(/root:|\/bin\/(ba)?sh/);
 
     const after = await status();
     expect(after.model.name).toBe("tiny-sam");
@@ -191,6 +209,10 @@ describe("model updates: fetch, verify, self-test, swap", () => {
     const served = await segment();
     expect([served.status, served.headers.get("x-sam-edge-model")]).toEqual([200, "tiny-sam"]);
     expect(logs.at(-1)).toContain(`refused (${code}: `);
+    if (detail) {
+      expect(res.body.error.message).not.toMatch(detail);
+      expect(logs.at(-1)).toMatch(detail);
+    }
     expect(logs.at(-1)).toContain("still serving tiny-sam");
     const counted = (await registry.getSingleMetric("sam_edge_model_updates_total")!.get()).values.find((v) => v.labels.code === code);
     expect(counted).toMatchObject({ labels: { result: "refused", code }, value: before + 1 });
@@ -297,14 +319,65 @@ describe("model updates: fetch, verify, self-test, swap", () => {
       configDir: TINY_SAM_DIR,
       session: DEFAULT_SESSION_CONFIG,
       limits: { maxBytes: MAX_BYTES, timeoutMs: 300 },
+      fetchPolicy: { allowedHosts: ["127.0.0.1"] },
       log: createLogger("error", () => undefined),
       registry: new Registry(),
     });
     await expect(quick.update(`${models.url}/stall/`)).rejects.toMatchObject({
       code: "MODEL_UPDATE_FETCH_FAILED",
-      message: expect.stringMatching(/stall\/manifest\.json failed: it took longer than model\.update\.timeout_ms/),
+      message: expect.stringMatching(/could not be fetched; the agent's log says why/),
+      detail: expect.stringMatching(/stall\/manifest\.json failed: it took longer than model\.update\.timeout_ms/),
     });
     expect(quick.status().update.last).toMatchObject({ result: "refused", error: { code: "MODEL_UPDATE_FETCH_FAILED" } });
+    expect(slot.engine!.model.manifest.name).toBe("tiny-sam");
+  });
+
+  it("fetches only https, never from this box's networks unless listed: loopback, link-local (metadata), names resolving inward and redirects inward are refused with one message", async () => {
+    const lines: string[] = [];
+    const strict = new ModelUpdater({
+      slot,
+      stateDir,
+      configDir: TINY_SAM_DIR,
+      session: DEFAULT_SESSION_CONFIG,
+      limits: { maxBytes: MAX_BYTES, timeoutMs: TIMEOUT_MS },
+      fetchPolicy: { allowedHosts: [] },
+      log: createLogger("info", (line) => lines.push(line)),
+      registry: new Registry(),
+    });
+    const port = new URL(models.url).port;
+    const cases: [string, RegExp][] = [
+      [`${models.url}/sets/int8/`, /http: to 127\.0\.0\.1 is not allowed/],
+      [`https://127.0.0.1:${port}/sets/int8/`, /127\.0\.0\.1 is a private, loopback or link-local address/],
+      ["https://169.254.169.254/latest/meta-data/", /169\.254\.169\.254 is a private/],
+      [`https://[::ffff:127.0.0.1]:${port}/sets/int8/`, /is a private/],
+      [`https://[::1]:${port}/sets/int8/`, /::1 is a private/],
+      [`https://localhost:${port}/sets/int8/`, /localhost resolves to (127\.0\.0\.1|::1), a private/],
+      ["https://10.1.2.3/models/", /10\.1\.2\.3 is a private/],
+    ];
+    for (const [source, detail] of cases) {
+      const err = await strict.update(source).catch((e: unknown) => e);
+      expect(err, source).toMatchObject({ code: "MODEL_UPDATE_FETCH_FAILED", message: expect.stringMatching(/could not be fetched; the agent's log says why$/) });
+      expect((err as Error).message).not.toMatch(detail);
+      expect(lines.at(-1), source).toMatch(detail);
+    }
+    // A listed host may redirect only to what is allowed too: this one sends the agent to localhost.
+    const listed = new ModelUpdater({
+      slot,
+      stateDir,
+      configDir: TINY_SAM_DIR,
+      session: DEFAULT_SESSION_CONFIG,
+      limits: { maxBytes: MAX_BYTES, timeoutMs: TIMEOUT_MS },
+      fetchPolicy: { allowedHosts: ["127.0.0.1"] },
+      log: createLogger("info", (line) => lines.push(line)),
+      registry: new Registry(),
+    });
+    await expect(listed.update(`${models.url}/redirect/`)).rejects.toMatchObject({ code: "MODEL_UPDATE_FETCH_FAILED" });
+    expect(lines.at(-1)).toMatch(/http: to localhost is not allowed/);
+    // A 404 and a port where nothing listens give the same answer.
+    const message = (source: string) => listed.update(source).then(() => "swapped", (e: Error) => e.message);
+    const missing = await message(`${models.url}/sets/nothing/`);
+    const closed = await message(`http://127.0.0.1:1/sets/nothing/`);
+    expect(missing.replace(models.url, "X")).toBe(closed.replace("http://127.0.0.1:1", "X"));
     expect(slot.engine!.model.manifest.name).toBe("tiny-sam");
   });
 
@@ -331,6 +404,7 @@ describe("a model update when the first model did not load", () => {
       configDir: join(tmp, "missing"),
       session: DEFAULT_SESSION_CONFIG,
       limits: { maxBytes: MAX_BYTES, timeoutMs: TIMEOUT_MS },
+      fetchPolicy: { allowedHosts: ["127.0.0.1"] },
       log: createLogger("error", () => undefined),
       registry: new Registry(),
     });
@@ -358,7 +432,7 @@ describe("a model update when the first model did not load", () => {
 describe("model.update settings", () => {
   it("default to HTTP on, MQTT off, 2 GiB per file, 10 minutes; a bad value names its key", async () => {
     const c = await loadConfig({ env: {} });
-    expect(c.model.update).toEqual({ http: true, mqtt: false, max_bytes: 2 * 1024 ** 3, timeout_ms: 600_000 });
+    expect(c.model.update).toEqual({ http: true, mqtt: false, max_bytes: 2 * 1024 ** 3, timeout_ms: 600_000, allowed_hosts: [] });
     const set = await loadConfig({ env: { SAM_EDGE_MODEL_UPDATE_MQTT: "true" }, sets: ["model.update.max_bytes=1048576"] });
     expect(set.model.update).toMatchObject({ mqtt: true, max_bytes: 1048576 });
     await expect(loadConfig({ env: {}, sets: ["model.update.timeout_ms=5"] })).rejects.toMatchObject({ code: "CONFIG_INVALID", message: expect.stringContaining("model.update.timeout_ms") });
@@ -369,8 +443,8 @@ describe("model.update settings", () => {
 describe("EngineSlot", () => {
   it("a request holding the old engine finishes on it after a swap; its sessions are released when it lets go", async () => {
     const scene = await loadScene("small");
-    const a = new SegmentEngine(await SamModel.load(TINY_SAM_DIR));
-    const b = new SegmentEngine(await SamModel.load(INT8_DIR));
+    const a = new InProcessEngine(new SegmentEngine(await SamModel.load(TINY_SAM_DIR)));
+    const b = new InProcessEngine(new SegmentEngine(await SamModel.load(INT8_DIR)));
     const slot = new EngineSlot(a);
     const lease = slot.hold()!;
     let released = false;
@@ -393,7 +467,7 @@ describe("EngineSlot", () => {
     const failed = new EngineSlot(SamModel.load("/nonexistent/model").then((m) => new SegmentEngine(m)));
     await expect(failed.use(async (e) => e)).rejects.toMatchObject({ code: "MODEL_NOT_FOUND" });
     expect(failed.engine).toBeUndefined();
-    const good = new SegmentEngine(await SamModel.load(INT8_DIR));
+    const good = new InProcessEngine(new SegmentEngine(await SamModel.load(INT8_DIR)));
     await failed.swap(good);
     expect([failed.engine, failed.error]).toEqual([good, undefined]);
     await failed.close();
@@ -407,5 +481,35 @@ describe("EngineSlot", () => {
     await late.close();
     const scene = await loadScene("small");
     await expect(loser.segment(scene.bytes, { points: [{ x: 1, y: 1, label: 1 }] })).rejects.toThrow(/disposed/);
+  });
+});
+
+describe("the active-model record at start", () => {
+  it("a zero-filled or incomplete record is kept aside with a warning, and the start loads model.dir", async () => {
+    const stateDir = await mkdtemp(join(tmpdir(), "sam-edge-active-"));
+    try {
+      for (const [content, reason] of [
+        ["\u0000".repeat(200), /not valid JSON/],
+        ['{"dir":"/etc","name":"x"}', /lacks one of/],
+      ] as const) {
+        await writeFile(join(stateDir, "active-model.json"), content);
+        const logs: string[] = [];
+        const model = await loadStartModel(stateDir, TINY_SAM_DIR, DEFAULT_SESSION_CONFIG, createLogger("info", (l) => logs.push(l)));
+        try {
+          expect(model.model.dir).toBe(TINY_SAM_DIR);
+        } finally {
+          await model.release();
+        }
+        expect(logs.filter((l) => l.includes("active-model.json"))).toHaveLength(1);
+        expect(logs.join("\n")).toMatch(reason);
+        const files = await readdir(stateDir);
+        expect(files).not.toContain("active-model.json");
+        const kept = files.filter((f) => f.startsWith("active-model.json.corrupt-"));
+        expect(await readFile(join(stateDir, kept.at(-1)!), "utf8")).toBe(content);
+        for (const f of kept) await rm(join(stateDir, f));
+      }
+    } finally {
+      await rm(stateDir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,12 +1,21 @@
-import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startEmbeddedBroker, type EmbeddedBroker } from "../agent/src/publish/broker.ts";
-import { MqttPublisher, Topics } from "../agent/src/publish/mqtt.ts";
-import { Outbox } from "../agent/src/publish/outbox.ts";
-import { createLogger } from "../agent/src/pipeline/log.ts";
+import { startEmbeddedBroker, type EmbeddedBroker } from "../agent/src/mqtt/broker.ts";
+import { MqttPublisher, Topics } from "../agent/src/mqtt/publisher.ts";
+import { Outbox, REJECTED_DIR } from "../agent/src/mqtt/outbox.ts";
+import { createLogger } from "../agent/src/core/log.ts";
 import { Subscriber } from "./helpers/agent.ts";
+import { Mosquitto } from "./helpers/mosquitto.ts";
+
+/** A message file as the outbox writes it: 2-byte topic length, topic, payload. */
+function messageFile(topic: string, payload: string): Buffer {
+  const t = Buffer.from(topic);
+  const header = Buffer.alloc(2);
+  header.writeUInt16BE(t.length);
+  return Buffer.concat([header, t, Buffer.from(payload)]);
+}
 
 describe("outbox", () => {
   let dir: string;
@@ -35,7 +44,7 @@ describe("outbox", () => {
 
   it("is bounded by count and bytes: the oldest are dropped, counted and reported", async () => {
     const drops: string[] = [];
-    const box = await Outbox.open(join(dir, "bounded"), { maxMessages: 3, maxBytes: 1 << 20, fsync: false }, (m, n) => drops.push(`${m.topic}#${n}`));
+    const box = await Outbox.open(join(dir, "bounded"), { maxMessages: 3, maxBytes: 1 << 20, fsync: false }, { onDrop: (m, n) => drops.push(`${m.topic}#${n}`) });
     for (let n = 1; n <= 5; n++) await box.append(`t/${n}`, Buffer.from("x"));
     expect([box.depth, box.dropped, drops]).toEqual([3, 2, ["t/1#1", "t/2#2"]]);
     expect((await box.oldest())!.topic).toBe("t/3");
@@ -44,6 +53,67 @@ describe("outbox", () => {
     for (let n = 1; n <= 5; n++) await bytes.append(`t/${n}`, Buffer.alloc(1000));
     expect(bytes.bytes).toBeLessThanOrEqual(2500);
     expect([bytes.depth, bytes.dropped]).toEqual([2, 3]);
+  });
+});
+
+describe("outbox files that can never be sent", () => {
+  let broker: Mosquitto;
+  let dir: string;
+  beforeAll(async () => {
+    broker = await Mosquitto.start();
+    dir = await mkdtemp(join(tmpdir(), "sam-edge-rejected-"));
+  });
+  afterAll(async () => {
+    await broker.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("a zero-filled file, a wildcard topic, a torn header and bad UTF-8 are moved to rejected/, logged once each, counted; the rest is delivered in order", async () => {
+    const path = join(dir, "outbox");
+    const topics = new Topics("sam-edge", "rejects");
+    const good = (n: number) => messageFile(topics.result("cam"), `good ${n}`);
+    const files: [string, Buffer][] = [
+      ["0000000000000001.msg", good(1)],
+      ["0000000000000002.msg", Buffer.alloc(4096)],
+      ["0000000000000003.msg", messageFile("sam-edge/rejects/cameras/+/result", "wildcard")],
+      ["0000000000000004.msg", good(4)],
+      ["0000000000000005.msg", Buffer.from([0x00, 0x40, 0x61])],
+      ["0000000000000006.msg", Buffer.concat([Buffer.from([0x00, 0x02, 0xc3, 0x28]), Buffer.from("x")])],
+      ["0000000000000007.msg", good(7)],
+    ];
+    await mkdir(path, { recursive: true });
+    for (const [file, data] of files) await writeFile(join(path, file), data);
+    const warnings: string[] = [];
+    const outbox = await Outbox.open(path, { maxMessages: 100, maxBytes: 1 << 20, fsync: false }, { onReject: (file, reason) => warnings.push(`${file}: ${reason}`) });
+    const sub = await Subscriber.connect(broker.url, [topics.result("cam")], { protocolVersion: 5 });
+    const publisher = new MqttPublisher({ url: broker.url, client: { protocolVersion: 5, reconnectPeriod: 200 }, topics, outbox, log: createLogger("error") });
+    publisher.start();
+    try {
+      await sub.waitFor(() => sub.messages.length >= 3, "the three good messages", 10_000);
+      expect(await publisher.flush(2000)).toBe(true);
+      expect(sub.messages.map((m) => m.payload.toString())).toEqual(["good 1", "good 4", "good 7"]);
+      expect(outbox.rejected).toBe(4);
+      expect(warnings).toHaveLength(4);
+      expect(warnings[0]).toMatch(/rejected\/0000000000000002\.msg: its topic is empty/);
+      expect(warnings[1]).toMatch(/wildcard/);
+      expect(warnings[2]).toMatch(/runs past the end/);
+      expect(warnings[3]).toMatch(/not valid UTF-8/);
+      expect((await readdir(join(path, REJECTED_DIR))).sort()).toEqual(["0000000000000002.msg", "0000000000000003.msg", "0000000000000005.msg", "0000000000000006.msg"]);
+      expect((await readdir(path)).filter((f) => f.endsWith(".msg"))).toEqual([]);
+      // Reopened: the rejected/ folder is neither a message nor in the way.
+      const again = await Outbox.open(path, { maxMessages: 100, maxBytes: 1 << 20, fsync: false });
+      expect([again.depth, await again.oldest()]).toEqual([0, undefined]);
+    } finally {
+      await publisher.stop(100);
+      await sub.close();
+    }
+  });
+
+  it("refuses to queue a message whose topic no broker would take", async () => {
+    const outbox = await Outbox.open(join(dir, "append"), { maxMessages: 10, maxBytes: 1 << 20, fsync: false });
+    await expect(outbox.append("a/#", Buffer.from("x"))).rejects.toThrow(/wildcard/);
+    await expect(outbox.append("", Buffer.from("x"))).rejects.toThrow(/empty/);
+    expect(outbox.depth).toBe(0);
   });
 });
 

@@ -1,16 +1,16 @@
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SamClient } from "../agent/src/client/client.ts";
 import type { EverythingSettings } from "../agent/src/config/schema.ts";
-import { SamEdgeError } from "../agent/src/errors.ts";
+import { SamEdgeError } from "../agent/src/core/errors.ts";
 import { createServer } from "../agent/src/http/server.ts";
 import { SamModel } from "../agent/src/model/sam-model.ts";
-import { CircuitBreaker } from "../agent/src/route/breaker.ts";
-import { CloudBudget } from "../agent/src/route/budget.ts";
-import { Router, type CloudRoute, type SegmentJob } from "../agent/src/route/router.ts";
+import { CircuitBreaker } from "../agent/src/service/breaker.ts";
+import { CloudBudget } from "../agent/src/service/budget.ts";
+import { SegmentationService, type CloudRoute, type SegmentJob } from "../agent/src/service/segmentation.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
 import { maskIoU } from "../agent/src/segment/mask.ts";
 import { freePort } from "./helpers/mosquitto.ts";
@@ -55,6 +55,30 @@ describe("circuit breaker and budget", () => {
       await rm(dir, { recursive: true, force: true });
     }
   });
+
+  it("a torn or hand-edited budget file is kept aside with a warning, and the count starts clean", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "sam-edge-budget-"));
+    try {
+      const now = new Date("2026-03-30T12:00:00Z");
+      for (const [content, reason] of [
+        ["\u0000".repeat(64), /not valid JSON/],
+        ['{"month":"2026-03","used":-4}', /lacks/],
+      ] as const) {
+        await writeFile(join(dir, "cloud-budget.json"), content);
+        const warnings: string[] = [];
+        const budget = new CloudBudget(dir, 3, () => now, (m) => warnings.push(m));
+        expect([budget.used, budget.tryReserve()]).toEqual([0, true]);
+        expect(warnings).toHaveLength(1);
+        expect(warnings[0]).toMatch(reason);
+        const kept = (await readdir(dir)).filter((f) => f.startsWith("cloud-budget.json.corrupt-"));
+        expect(kept.length).toBeGreaterThan(0);
+        expect(await readFile(join(dir, kept.at(-1)!), "utf8")).toBe(content);
+        for (const f of kept) await rm(join(dir, f));
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 // The "cloud" is the same SAM API a second box serves (agent/src/http), over real HTTP on
@@ -72,6 +96,7 @@ describe("routing local / cloud / auto", () => {
   const job = (route: SegmentJob["route"], over: Partial<SegmentJob> = {}): SegmentJob => {
     const obj = scene.objects[0]!;
     return {
+      source: "mqtt",
       bytes: scene.bytes,
       mode: "prompts",
       prompts: [{ points: [{ x: obj.click[0], y: obj.click[1], label: 1 }] }],
@@ -110,11 +135,11 @@ describe("routing local / cloud / auto", () => {
 
   it("local and cloud give the same mask for the same click; a cloud call per prompt, taken from the budget", async () => {
     const cloud = cloudRoute("same");
-    const router = new Router({ engine: Promise.resolve(engine), cloud, latencyBudgetMs: 10_000 });
-    const local = await router.run(job("local"));
+    const service = new SegmentationService({ engine: Promise.resolve(engine), cloud, latencyBudgetMs: 10_000 });
+    const local = await service.segment(job("local"));
     const before = cloudCalls;
     const twoPrompts = job("cloud", { prompts: [job("cloud").prompts[0]!, { box: [scene.objects[1]!.bbox[0], scene.objects[1]!.bbox[1], scene.objects[1]!.bbox[0] + scene.objects[1]!.bbox[2], scene.objects[1]!.bbox[1] + scene.objects[1]!.bbox[3]] }] });
-    const remote = await router.run(twoPrompts);
+    const remote = await service.segment(twoPrompts);
     expect([local.route, remote.route, remote.fallback]).toEqual(["local", "cloud", undefined]);
     expect([remote.width, remote.height]).toEqual([scene.width, scene.height]);
     expect(remote.masks.map((m) => m.prompt)).toEqual([0, 1]);
@@ -123,43 +148,43 @@ describe("routing local / cloud / auto", () => {
     expect(cloudCalls - before).toBe(2);
     expect(cloud.budget.used).toBe(2);
 
-    const localEverything = await router.run(job("local", { mode: "everything" }));
+    const localEverything = await service.segment(job("local", { mode: "everything" }));
     expect(localEverything.masks.length).toBeGreaterThan(0);
     for (const m of localEverything.masks) expect([m.point?.length, m.mask.width, m.prompt]).toEqual([2, scene.width, undefined]);
-    const everything = await router.run(job("cloud", { mode: "everything" }));
+    const everything = await service.segment(job("cloud", { mode: "everything" }));
     expect([everything.route, everything.width, everything.height]).toEqual(["cloud", scene.width, scene.height]);
     for (const m of everything.masks) expect([m.mask.width, m.mask.height]).toEqual([scene.width, scene.height]);
     expect(cloud.budget.used).toBe(3);
-    expect(router.stats).toMatchObject({ local: 2, cloud: 2, fallbacks: 0, cloudCallsLeft: 297, breaker: "closed" });
+    expect(service.stats).toMatchObject({ local: 2, cloud: 2, fallbacks: 0, cloudCallsLeft: 297, breaker: "closed" });
   });
 
   it("cloud route with the cloud agent down: retried, then falls back to local; refused connections cost no budget; the breaker opens", async () => {
     const downUrl = `http://127.0.0.1:${await freePort()}`;
     const cloud = cloudRoute("down", { baseUrl: downUrl, breaker: new CircuitBreaker(2, 60_000) });
-    const router = new Router({ engine: Promise.resolve(engine), cloud, latencyBudgetMs: 10_000 });
-    const first = await router.run(job("cloud"));
+    const service = new SegmentationService({ engine: Promise.resolve(engine), cloud, latencyBudgetMs: 10_000 });
+    const first = await service.segment(job("cloud"));
     expect(first.route).toBe("local");
     expect(first.fallback).toMatchObject({ code: "CLOUD_UNAVAILABLE", message: expect.stringMatching(/failed 3 times/) });
     expect(first.masks).toHaveLength(1);
     expect(cloud.budget.used).toBe(0);
-    await router.run(job("auto", { route: "cloud" }));
+    await service.segment(job("auto", { route: "cloud" }));
     expect(cloud.breaker.state).toBe("open");
-    const third = await router.run(job("cloud"));
+    const third = await service.segment(job("cloud"));
     expect(third.fallback?.message).toMatch(/circuit breaker is open/);
-    expect(router.stats).toMatchObject({ fallbacks: 3, cloudFailures: 2, breaker: "open" });
+    expect(service.stats).toMatchObject({ fallbacks: 3, cloudFailures: 2, breaker: "open" });
   });
 
   it("with the budget at its limit no cloud call is made: the job runs locally", async () => {
     const cloud = cloudRoute("spent", { limit: 1 });
-    const router = new Router({ engine: Promise.resolve(engine), cloud, latencyBudgetMs: 10_000 });
-    expect((await router.run(job("cloud"))).route).toBe("cloud");
+    const service = new SegmentationService({ engine: Promise.resolve(engine), cloud, latencyBudgetMs: 10_000 });
+    expect((await service.segment(job("cloud"))).route).toBe("cloud");
     const before = cloudCalls;
-    const next = await router.run(job("cloud"));
+    const next = await service.segment(job("cloud"));
     expect(next).toMatchObject({ route: "local", fallback: { code: "CLOUD_BUDGET_EXHAUSTED" } });
     // A two-prompt job needs two calls: with one left, none is made.
     const roomy = cloudRoute("one-left", { limit: 1 });
-    const router2 = new Router({ engine: Promise.resolve(engine), cloud: roomy, latencyBudgetMs: 10_000 });
-    const two = await router2.run(job("cloud", { prompts: [...job("cloud").prompts, ...job("cloud").prompts] }));
+    const service2 = new SegmentationService({ engine: Promise.resolve(engine), cloud: roomy, latencyBudgetMs: 10_000 });
+    const two = await service2.segment(job("cloud", { prompts: [...job("cloud").prompts, ...job("cloud").prompts] }));
     expect(two.fallback?.code).toBe("CLOUD_BUDGET_EXHAUSTED");
     expect(cloudCalls).toBe(before);
     expect(cloud.budget.used).toBe(1);
@@ -167,31 +192,31 @@ describe("routing local / cloud / auto", () => {
 
   it("auto: local while the local queue is within the latency budget, cloud when it is not, cloud when the model is missing", async () => {
     const cloud = cloudRoute("auto");
-    const quick = new Router({ engine: Promise.resolve(engine), cloud, latencyBudgetMs: 60_000 });
+    const quick = new SegmentationService({ engine: Promise.resolve(engine), cloud, latencyBudgetMs: 60_000 });
     // While the model loads, auto sends everything to the cloud; here it has loaded a tick later.
     await new Promise((r) => setTimeout(r, 0));
-    expect((await quick.run(job("auto"))).route).toBe("local");
+    expect((await quick.segment(job("auto"))).route).toBe("local");
     // A budget shorter than one local job: once the router has timed one, auto goes to the cloud.
-    const strict = new Router({ engine: Promise.resolve(engine), cloud, latencyBudgetMs: 0.001 });
-    await strict.run(job("local"));
-    expect((await strict.run(job("auto"))).route).toBe("cloud");
+    const strict = new SegmentationService({ engine: Promise.resolve(engine), cloud, latencyBudgetMs: 0.001 });
+    await strict.segment(job("local"));
+    expect((await strict.segment(job("auto"))).route).toBe("cloud");
 
     const missing = Promise.reject(new SamEdgeError("MODEL_NOT_FOUND", "no model here"));
     missing.catch(() => undefined);
-    const modelless = new Router({ engine: missing, cloud, latencyBudgetMs: 60_000 });
+    const modelless = new SegmentationService({ engine: missing, cloud, latencyBudgetMs: 60_000 });
     await new Promise((r) => setTimeout(r, 10));
-    expect((await modelless.run(job("auto"))).route).toBe("cloud");
-    await expect(modelless.run(job("local"))).rejects.toMatchObject({ code: "MODEL_NOT_FOUND" });
+    expect((await modelless.segment(job("auto"))).route).toBe("cloud");
+    await expect(modelless.segment(job("local"))).rejects.toMatchObject({ code: "MODEL_NOT_FOUND" });
   });
 
   it("a frame the cloud rejects as an image fails locally too, as an image error (counted corrupt, not a cloud failure)", async () => {
     const cloud = cloudRoute("rejected");
-    const router = new Router({ engine: Promise.resolve(engine), cloud, latencyBudgetMs: 10_000 });
+    const service = new SegmentationService({ engine: Promise.resolve(engine), cloud, latencyBudgetMs: 10_000 });
     // The PNG's header is whole (its size can be read) but its pixels are cut off.
     const broken = Buffer.concat([scene.bytes.subarray(0, 100), Buffer.alloc(100)]);
     const before = cloudCalls;
-    await expect(router.run(job("cloud", { bytes: broken }))).rejects.toMatchObject({ code: expect.stringMatching(/^IMAGE_/) });
+    await expect(service.segment(job("cloud", { bytes: broken }))).rejects.toMatchObject({ code: expect.stringMatching(/^IMAGE_/) });
     expect(cloudCalls - before).toBe(1);
-    expect(router.stats).toMatchObject({ fallbacks: 1, cloudFailures: 0, breaker: "closed" });
+    expect(service.stats).toMatchObject({ fallbacks: 1, cloudFailures: 0, breaker: "closed" });
   });
 });

@@ -2,16 +2,16 @@ import { readFile, writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { loadConfig, type ConfigInputs } from "./config/load.ts";
 import { BUNDLED_FP32_MODEL_DIR, BUNDLED_MODEL_DIR, SAMPLES_DIR } from "./config/paths.ts";
-import { Controller } from "./pipeline/controller.ts";
-import { createLogger } from "./pipeline/log.ts";
-import { SystemdNotifier } from "./service/notify.ts";
-import { isSamEdgeError, SamEdgeError } from "./errors.ts";
-import { MODEL_USAGE, modelCommand } from "./model/commands.ts";
-import { SamModel } from "./model/sam-model.ts";
-import { SegmentEngine, type MaskResult } from "./segment/engine.ts";
-import { segmentEverything, type EverythingMask } from "./segment/everything.ts";
-import { encodeRle, maskToPng, maskToPngBase64, maskToPolygons, overlayImage } from "./segment/formats/index.ts";
-import type { Box, Point, Prompt } from "./segment/prompts.ts";
+import { Controller } from "./daemon/controller.ts";
+import { createLogger } from "./core/log.ts";
+import { SystemdNotifier } from "./daemon/systemd-notify.ts";
+import { isSamEdgeError, SamEdgeError } from "./core/errors.ts";
+import { MODEL_USAGE, modelCommand } from "./service/model-library.ts";
+import { maskToPng, overlayImage } from "./segment/formats/index.ts";
+import { validatePromptShape, type Box, type Point, type Prompt } from "./segment/prompts.ts";
+import { InProcessEngine } from "./service/engine.ts";
+import { encodeResult, type MaskEncoding } from "./service/result.ts";
+import { SegmentationService } from "./service/segmentation.ts";
 
 export { BUNDLED_FP32_MODEL_DIR, BUNDLED_MODEL_DIR, SAMPLES_DIR };
 
@@ -52,24 +52,11 @@ export function parseBox(text: string): Box {
   return numbers(text, "--box", [4]) as Box;
 }
 
-const round = (v: number): number => Math.round(v * 1e4) / 1e4;
-
-async function maskJson(m: MaskResult | EverythingMask, format: Format, tolerance: number): Promise<Record<string, unknown>> {
-  const encoded =
-    format === "rle"
-      ? { rle: encodeRle(m.mask, m.bbox) }
-      : format === "polygon"
-        ? { polygons: maskToPolygons(m.mask, { tolerance }) }
-        : { mask: await maskToPngBase64(m.mask, m.bbox) };
-  return {
-    bbox: m.bbox,
-    area: m.area,
-    confidence: round(m.confidence),
-    stability: round(m.stability),
-    ...("point" in m ? { point: m.point } : {}),
-    ...encoded,
-  };
-}
+const ENCODINGS: Record<Exclude<Format, "png" | "overlay">, (tolerance: number) => MaskEncoding> = {
+  json: () => ({ png: true }),
+  rle: () => ({ rle: true }),
+  polygon: (tolerance) => ({ polygonTolerance: tolerance }),
+};
 
 async function segmentCommand(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
@@ -80,7 +67,7 @@ async function segmentCommand(args: string[]): Promise<void> {
       box: { type: "string" },
       multimask: { type: "boolean" },
       everything: { type: "boolean" },
-      "points-per-side": { type: "string", default: "32" },
+      "points-per-side": { type: "string" },
       model: { type: "string" },
       format: { type: "string", default: "json" },
       tolerance: { type: "string", default: "1" },
@@ -95,29 +82,38 @@ async function segmentCommand(args: string[]): Promise<void> {
   if (values.everything && (values.point || values.box)) throw usageError("--everything takes no --point or --box");
   if (values.everything && format === "png") throw usageError("--format png writes one mask; with --everything use json, rle, polygon or overlay");
   const prompt: Prompt = { points: (values.point ?? []).map(parsePoint), ...(values.box ? { box: parseBox(values.box) } : {}) };
+  if (!values.everything) validatePromptShape(prompt);
   let bytes: Buffer;
   try {
     bytes = await readFile(positionals[0]!);
   } catch (err) {
     throw new SamEdgeError("IMAGE_NOT_FOUND", `cannot read ${positionals[0]}: ${(err as Error).message}`);
   }
-  const model = await SamModel.load(values.model ?? BUNDLED_MODEL_DIR);
+  // One image, one run: the model runs in this thread, through the same service as the daemon's.
+  const service = new SegmentationService({ engine: await InProcessEngine.load(values.model ?? BUNDLED_MODEL_DIR), latencyBudgetMs: Number.POSITIVE_INFINITY });
   try {
-    const engine = new SegmentEngine(model);
-    const result = values.everything
-      ? await segmentEverything(engine, bytes, { pointsPerSide: Number(values["points-per-side"]) })
-      : await engine.segment(bytes, prompt, values.multimask ? { multimask: true } : {});
+    const pointsPerSide = values["points-per-side"] === undefined ? undefined : Number(values["points-per-side"]);
+    const result = await service.segment({
+      source: "cli",
+      bytes,
+      mode: values.everything ? "everything" : "prompts",
+      prompts: values.everything ? [] : [prompt],
+      coordinates: "pixels",
+      ...(values.multimask ? { multimask: true } : {}),
+      ...(pointsPerSide !== undefined ? { everything: { points_per_side: pointsPerSide } } : {}),
+      route: "local",
+    });
     let output: string | Buffer;
     if (format === "png") output = await maskToPng(result.masks[0]!.mask);
     else if (format === "overlay") output = await overlayImage(bytes, result.masks.map((m) => m.mask));
     else {
-      const masks = await Promise.all(result.masks.map((m) => maskJson(m, format, tolerance)));
-      output = JSON.stringify({ width: result.width, height: result.height, masks, timings: result.timings }) + "\n";
+      const message = await encodeResult(result, ENCODINGS[format](tolerance));
+      output = JSON.stringify({ width: message.width, height: message.height, masks: message.masks, latency_ms: message.latency_ms }) + "\n";
     }
     if (values.out) await writeFile(values.out, output);
     else process.stdout.write(output);
   } finally {
-    await model.release();
+    await service.close();
   }
 }
 

@@ -1,5 +1,5 @@
 import { loadConfig, type ConfigInputs } from "../../agent/src/config/load.ts";
-import { isSamEdgeError } from "../../agent/src/errors.ts";
+import { isSamEdgeError } from "../../agent/src/core/errors.ts";
 
 /** The CONFIG_INVALID message for these inputs, or a failure if the config was accepted. */
 export async function rejection(inputs: ConfigInputs): Promise<string> {

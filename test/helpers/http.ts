@@ -1,6 +1,5 @@
-import { deflateSync, crc32 } from "node:zlib";
 import type { Frame } from "../../agent/src/capture/source.ts";
-import type { CameraProvider, CameraResult, CameraStatus } from "../../agent/src/http/cameras.ts";
+import type { CameraProvider, CameraResult, CameraStatus } from "../../agent/src/capture/cameras.ts";
 import { maskFromPng } from "../../agent/src/segment/formats/index.ts";
 import type { BinaryMask } from "../../agent/src/segment/mask.ts";
 
@@ -62,35 +61,11 @@ export class FixtureCameras implements CameraProvider {
   }
 
   /** Fixture cameras have no model behind them: nothing is ever segmented. */
+  settingsOf(): undefined {
+    return undefined;
+  }
+
   latestResult(): CameraResult | undefined {
     return undefined;
   }
-}
-
-function chunk(type: string, data: Buffer): Buffer {
-  const body = Buffer.concat([Buffer.from(type, "latin1"), data]);
-  const len = Buffer.alloc(4);
-  len.writeUInt32BE(data.length);
-  const crc = Buffer.alloc(4);
-  crc.writeUInt32BE(crc32(body) >>> 0);
-  return Buffer.concat([len, body, crc]);
-}
-
-/**
- * A complete, valid 1-bit greyscale PNG of side x side black pixels: a few hundred KB on the
- * wire that would decode to side² pixels (a decompression bomb at 30000).
- */
-export function pngBomb(side: number): Buffer {
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(side, 0);
-  ihdr.writeUInt32BE(side, 4);
-  ihdr.set([1, 0, 0, 0, 0], 8); // bit depth 1, greyscale
-  // Each row: filter byte 0, then side/8 bytes of zeros.
-  const raw = Buffer.alloc((Math.ceil(side / 8) + 1) * side);
-  return Buffer.concat([
-    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-    chunk("IHDR", ihdr),
-    chunk("IDAT", deflateSync(raw, { level: 9 })),
-    chunk("IEND", Buffer.alloc(0)),
-  ]);
 }

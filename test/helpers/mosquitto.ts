@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
-import { isListening } from "../../agent/src/publish/broker.ts";
+import { isListening } from "../../agent/src/mqtt/broker.ts";
 
 const exec = promisify(execFile);
 

@@ -76,6 +76,48 @@ export interface ApiPolygon {
   holes: [number, number][][];
 }
 
+/**
+ * One mask of a result as the agent writes it everywhere (one encoder: agent/src/service/result.ts):
+ * in MQTT results and answers, the CLI's JSON, and, with `mask`, the HTTP answers.
+ */
+export interface ResultMask {
+  /** Index of the prompt it answers (prompts mode). */
+  prompt?: number;
+  /** The grid point that produced it (Everything mode). */
+  point?: [number, number];
+  bbox: ApiBBox;
+  area: number;
+  confidence: number;
+  stability?: number;
+  /** Base64 PNG, 255 inside the mask. */
+  mask?: string;
+  rle?: ApiRle;
+  polygons?: ApiPolygon[];
+}
+
+/**
+ * A result over MQTT: a camera's frame on `cameras/<camera>/result` (with device, camera, frame,
+ * frame_id, captured_at), or the answer to an MQTT request (with its id).
+ */
+export interface ResultMessage {
+  device?: string;
+  camera?: string;
+  frame?: number;
+  frame_id?: string;
+  captured_at?: string;
+  id?: string;
+  route: ApiRoute;
+  /** Why a cloud or auto job ran on the box after all. */
+  fallback?: { code: string; message: string };
+  /** The model that answered, on the box. */
+  model?: string;
+  width: number;
+  height: number;
+  /** Per stage (queue, preprocess, encode, decode, postprocess or cloud, format, total). */
+  latency_ms: Record<string, number>;
+  masks: ResultMask[];
+}
+
 export interface MaskToPolygonResult {
   width: number;
   height: number;

@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { Ajv, type ErrorObject } from "ajv";
 import addFormatsModule from "ajv-formats";
-import { SamEdgeError } from "../errors.ts";
+import { SamEdgeError } from "../core/errors.ts";
 import { configSchema, type Config } from "./schema.ts";
 
 /** Where settings come from, lowest precedence first: schema defaults, file, environment, flags. */

@@ -78,7 +78,7 @@ export interface Config {
     /** Let onnxruntime's threads busy-wait between operators (faster on an otherwise idle machine, but CPU the capture and HTTP work could use). */
     spin_wait: boolean;
     /** Model updates: POST /v1/model, the MQTT `model/update` command, the limits of a download. */
-    update: { http: boolean; mqtt: boolean; max_bytes: number; timeout_ms: number };
+    update: { http: boolean; mqtt: boolean; max_bytes: number; timeout_ms: number; allowed_hosts: string[] };
   };
   mqtt: {
     enabled: boolean;
@@ -96,11 +96,21 @@ export interface Config {
     keepalive_s: number;
     stats_interval_s: number;
     requests: boolean;
+    response_topic_prefix?: string;
     outbox: { max_messages: number; max_bytes: number; fsync: boolean };
     home_assistant: { enabled: boolean; discovery_prefix: string };
   };
   results: { mask_formats: MaskFormat[]; polygon_tolerance: number; overlay: boolean };
-  http: { enabled: boolean; host: string; port: number; token?: string; rate_limit_per_minute: number };
+  http: {
+    enabled: boolean;
+    host: string;
+    port: number;
+    token?: string;
+    rate_limit_per_minute: number;
+    allowed_hosts: string[];
+    allowed_origins: string[];
+    request_timeout_ms: number;
+  };
   cloud: {
     base_url: string;
     token?: string;
@@ -257,6 +267,8 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env): Record<strin
         // Per file: room for SAM ViT-L (1.2 GB); a Pi's MobileSAM / EdgeSAM is a few tens of MB.
         max_bytes: { type: "integer", minimum: 1024, default: 2 * 1024 * 1024 * 1024 },
         timeout_ms: { type: "integer", minimum: 1000, default: 600_000 },
+        // Updates fetch https only, never from this box's networks, except from these hosts (http too).
+        allowed_hosts: { type: "array", items: { type: "string", minLength: 1 }, default: [] },
       }),
     }),
     mqtt: obj({
@@ -275,6 +287,8 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env): Record<strin
       keepalive_s: { type: "integer", minimum: 5, default: 30 },
       stats_interval_s: { type: "number", exclusiveMinimum: 0, default: 30 },
       requests: { type: "boolean", default: true },
+      // Unset: <base_topic>/<device_id>/response/ (computed at start, as it depends on both).
+      response_topic_prefix: { type: "string", minLength: 1, pattern: "^[^#+]+$" },
       outbox: obj({
         max_messages: { type: "integer", minimum: 1, default: 10_000 },
         max_bytes: { type: "integer", minimum: 1024, default: 64 * 1024 * 1024 },
@@ -297,6 +311,10 @@ export function configSchema(env: NodeJS.ProcessEnv = process.env): Record<strin
       port: { type: "integer", minimum: 0, maximum: 65535, default: 8080 },
       token: { type: "string", minLength: 1 },
       rate_limit_per_minute: { type: "integer", minimum: 0, default: 0 },
+      // Besides loopback names and, listening on all interfaces, the machine's own names and addresses.
+      allowed_hosts: { type: "array", items: { type: "string", minLength: 1 }, default: [] },
+      allowed_origins: { type: "array", items: { type: "string", format: "uri", pattern: "^https?://[^/]+/?$" }, default: [] },
+      request_timeout_ms: { type: "integer", minimum: 1000, default: 60_000 },
     }),
     cloud: obj({
       base_url: { ...HTTP_URL, default: "https://api.msightflow.ai" },

@@ -1,5 +1,5 @@
 import type { FastifyError } from "fastify";
-import { isSamEdgeError, type ErrorCode } from "../errors.ts";
+import { isSamEdgeError, type ErrorCode } from "../core/errors.ts";
 import type { ApiErrorBody } from "../client/types.ts";
 
 /**
@@ -7,16 +7,13 @@ import type { ApiErrorBody } from "../client/types.ts";
  * a prompt or the model.
  */
 export type HttpErrorCode =
-  | "REQUEST_INVALID"
   | "REQUEST_TOO_LARGE"
   | "REQUEST_UNSUPPORTED"
   | "UNAUTHORIZED"
+  | "HOST_NOT_ALLOWED"
+  | "CROSS_SITE_REQUEST"
   | "RATE_LIMITED"
   | "NOT_FOUND"
-  | "CAMERA_NOT_FOUND"
-  | "CAMERA_NO_FRAME"
-  | "CAMERA_NO_RESULT"
-  | "MODEL_LOADING"
   | "MODEL_UPDATE_DISABLED"
   | "INTERNAL";
 
@@ -31,10 +28,15 @@ export const HTTP_STATUS: Readonly<Record<ApiErrorCode, number>> = {
   IMAGE_TOO_LARGE: 413,
   PROMPT_INVALID: 400,
   MASK_INVALID: 400,
+  // Valid, but over what the agent traces: the mask itself must change, so not a 413.
+  MASK_TOO_COMPLEX: 422,
   REQUEST_INVALID: 400,
   REQUEST_TOO_LARGE: 413,
   REQUEST_UNSUPPORTED: 415,
   UNAUTHORIZED: 401,
+  // 421 Misdirected Request: the name is not this server's (a DNS-rebinding site's, say).
+  HOST_NOT_ALLOWED: 421,
+  CROSS_SITE_REQUEST: 403,
   RATE_LIMITED: 429,
   NOT_FOUND: 404,
   CAMERA_NOT_FOUND: 404,
@@ -54,14 +56,19 @@ export const HTTP_STATUS: Readonly<Record<ApiErrorCode, number>> = {
   MODEL_UPDATE_FETCH_FAILED: 502,
   MODEL_UPDATE_FAILED: 500,
   CONFIG_INVALID: 500,
+  BUSY: 503,
+  // The client is gone or its request outlived its expiry: nobody reads these answers.
+  REQUEST_CANCELLED: 499,
+  REQUEST_EXPIRED: 408,
   INTERNAL: 500,
 };
 
+/** An error about the request itself, raised by the HTTP layer (it may use any code, its own or the agent's). */
 export class HttpError extends Error {
   override readonly name = "HttpError";
 
   constructor(
-    readonly code: HttpErrorCode,
+    readonly code: ApiErrorCode,
     message: string,
   ) {
     super(message);
@@ -69,7 +76,7 @@ export class HttpError extends Error {
 }
 
 /** Fastify's own errors, by their `code`, as ours with a message that says what to fix. */
-const FASTIFY_CODES: Readonly<Record<string, [HttpErrorCode, string]>> = {
+const FASTIFY_CODES: Readonly<Record<string, [ApiErrorCode, string]>> = {
   FST_ERR_CTP_INVALID_MEDIA_TYPE: ["REQUEST_UNSUPPORTED", "this Content-Type is not accepted; send multipart/form-data (or JSON where the route says so)"],
   FST_ERR_CTP_BODY_TOO_LARGE: ["REQUEST_TOO_LARGE", "the request body is over the size limit"],
 };

@@ -1,25 +1,22 @@
 import type { FastifyInstance } from "fastify";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { SegmentEngine, Timings } from "../segment/engine.ts";
-
-/** Per-stage latencies: the engine's stages as it times them, plus turning masks into the answer. */
-export type Stage = "preprocess" | "encode" | "decode" | "postprocess" | "respond";
-
-const STAGES: Record<keyof Timings, Stage> = { preprocessMs: "preprocess", encodeMs: "encode", decodeMs: "decode", postprocessMs: "postprocess" };
+import type { CacheStats, Engine } from "../service/engine.ts";
 
 /**
  * The API's Prometheus metrics, in a registry of their own (with the process metrics) unless the
  * daemon passes its registry: that is how frames dropped, outbox depth and cloud calls left join
- * the same /metrics, and the process metrics are then the daemon's to collect.
+ * the same /metrics, and the process metrics are then the daemon's to collect. Per-stage times
+ * are the segmentation service's (sam_edge_stage_duration_seconds), whoever asked.
  */
 export class ApiMetrics {
-  readonly registry: Registry;
-  private readonly stage: Histogram<"stage">;
-
-  constructor(registry: Registry | undefined, engine: () => SegmentEngine | undefined, app: FastifyInstance) {
-    this.registry = registry ?? new Registry();
-    const registers = [this.registry];
-    if (!registry) collectDefaultMetrics({ register: this.registry });
+  constructor(
+    readonly registry: Registry,
+    engine: () => Engine | undefined,
+    app: FastifyInstance,
+    ownRegistry: boolean,
+  ) {
+    const registers = [registry];
+    if (ownRegistry) collectDefaultMetrics({ register: registry });
     const requests = new Counter({
       name: "sam_edge_http_requests_total",
       help: "HTTP requests answered, by route and status",
@@ -33,14 +30,7 @@ export class ApiMetrics {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
     });
-    this.stage = new Histogram({
-      name: "sam_edge_stage_duration_seconds",
-      help: "Time per image in each stage of segmentation",
-      labelNames: ["stage"],
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
-      registers,
-    });
-    const cache = (name: string, help: string, read: (s: SegmentEngine["cacheStats"]) => number) =>
+    const cache = (name: string, help: string, read: (s: CacheStats) => number) =>
       new Gauge({
         name,
         help,
@@ -61,17 +51,5 @@ export class ApiMetrics {
       requests.inc({ method: request.method, route, status: String(reply.statusCode) });
       duration.observe({ method: request.method, route }, reply.elapsedTime / 1000);
     });
-  }
-
-  observeTimings(timings: Partial<Timings>): void {
-    for (const [key, stage] of Object.entries(STAGES) as [keyof Timings, Stage][]) {
-      const ms = timings[key];
-      // A cached image skips preprocessing and the encoder: zeros would only drag the histogram down.
-      if (ms) this.stage.observe({ stage }, ms / 1000);
-    }
-  }
-
-  observeStage(stage: Stage, ms: number): void {
-    this.stage.observe({ stage }, ms / 1000);
   }
 }

@@ -1,6 +1,6 @@
+import { Busboy, type BusboyInstance } from "@fastify/busboy";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { HttpError } from "./errors.ts";
-import { fieldText, FormDataError, multipartBoundary, splitFormData, type FormPart } from "./form-data.ts";
 import { FIELD_SIZE_LIMIT, MAX_BATCH, MAX_FORM_FIELDS } from "./limits.ts";
 
 declare module "fastify" {
@@ -42,6 +42,9 @@ function tooLarge(limit: number): HttpError {
   return new HttpError("REQUEST_TOO_LARGE", `the request is larger than ${limit} bytes; send at most ${Math.round(limit / 1024 / 1024)} MB in all`);
 }
 
+/** Upper bound of one part's header block: form parts carry two short headers. */
+const MAX_PART_HEADER_BYTES = 16 * 1024;
+
 function isMultipart(request: FastifyRequest): boolean {
   return /^multipart\/form-data(;|$)/i.test(request.headers["content-type"]?.trim() ?? "");
 }
@@ -50,52 +53,81 @@ function isMultipart(request: FastifyRequest): boolean {
  * Multipart bodies become plain key/values before validation (files as Buffers, repeated names
  * as arrays in the order sent), so route schemas validate them as they would JSON. The body is
  * read whole under fastify's bodyLimit (from Content-Length up front, and while reading a
- * chunked upload) and then split in place (form-data.ts). A body that cannot be split is the
- * client's error.
+ * chunked upload) and then parsed by busboy (fastify's own). A body that cannot be parsed is
+ * the client's error.
  */
 export function registerMultipart(app: FastifyInstance, bodyLimit: number): void {
   app.addHook("onRequest", async (request) => {
     if (Number(request.headers["content-length"] ?? 0) > bodyLimit) throw tooLarge(bodyLimit);
   });
   app.addContentTypeParser("multipart/form-data", { parseAs: "buffer", bodyLimit }, (request, body, done) => {
-    try {
-      done(null, formFields(request, body as Buffer));
-    } catch (err) {
-      done(err as Error, undefined);
-    }
+    const fieldSize = request.routeOptions.config.multipartFieldSize ?? FIELD_SIZE_LIMIT;
+    parseForm(body as Buffer, request.headers["content-type"] ?? "", fieldSize).then(
+      (fields) => done(null, fields),
+      (err: Error) => done(err, undefined),
+    );
   });
 }
 
-function formFields(request: FastifyRequest, body: Buffer): Record<string, unknown> {
-  const fieldSize = request.routeOptions.config.multipartFieldSize ?? FIELD_SIZE_LIMIT;
-  let parts: FormPart[];
-  try {
-    parts = splitFormData(body, multipartBoundary(request.headers["content-type"] ?? ""), MAX_BATCH + MAX_FORM_FIELDS);
-  } catch (err) {
-    if (!(err instanceof FormDataError)) throw err;
-    throw new HttpError(
-      "REQUEST_INVALID",
-      `the multipart body cannot be used (${err.message}); send well-formed multipart/form-data with at most ${MAX_BATCH} images and their fields`,
-    );
-  }
-  const files = parts.filter((p) => p.filename !== undefined);
-  if (files.length > MAX_BATCH) throw new HttpError("REQUEST_INVALID", `too many files: at most ${MAX_BATCH} images per request`);
-  if (parts.length - files.length > MAX_FORM_FIELDS) throw new HttpError("REQUEST_INVALID", `too many form fields: at most ${MAX_FORM_FIELDS}`);
-  const values = new Map<string, unknown[]>();
-  for (const part of parts) {
-    if (part.filename === undefined && part.data.length > fieldSize) {
-      throw new HttpError("REQUEST_TOO_LARGE", `the form field "${part.name}" is over ${fieldSize} bytes; send less in it`);
-    }
-    let value: unknown;
+const invalid = (what: string) =>
+  new HttpError("REQUEST_INVALID", `the multipart body cannot be used (${what}); send well-formed multipart/form-data with at most ${MAX_BATCH} images and their fields`);
+
+/**
+ * A multipart body's fields: text fields as strings, file parts as Buffers, a name sent more
+ * than once as an array in the order sent. Limits end the parse at once: at most MAX_BATCH
+ * files and MAX_FORM_FIELDS text fields, each at most `fieldSize` bytes.
+ */
+export function parseForm(body: Buffer, contentType: string, fieldSize: number): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    let parser: BusboyInstance;
     try {
-      value = part.filename === undefined ? fieldText(part) : part.data;
+      parser = new Busboy({
+        headers: { "content-type": contentType },
+        limits: { fieldSize, fields: MAX_FORM_FIELDS, files: MAX_BATCH, parts: MAX_BATCH + MAX_FORM_FIELDS, headerSize: MAX_PART_HEADER_BYTES },
+      });
     } catch (err) {
-      if (!(err instanceof FormDataError)) throw err;
-      throw new HttpError("REQUEST_INVALID", err.message);
+      reject(invalid((err as Error).message));
+      return;
     }
-    values.set(part.name, [...(values.get(part.name) ?? []), value]);
-  }
-  return Object.fromEntries([...values].map(([name, list]) => [name, list.length === 1 ? list[0] : list]));
+    // Each part takes its place when it starts: a file's bytes end after later text fields start.
+    const values = new Map<string, unknown[]>();
+    const slot = (name: string): ((value: unknown) => void) => {
+      const list = values.get(name) ?? [];
+      values.set(name, list);
+      const at = list.push(undefined) - 1;
+      return (value) => (list[at] = value);
+    };
+    let failed = false;
+    const fail = (err: Error) => {
+      if (failed) return;
+      failed = true;
+      reject(err);
+    };
+    parser.on("file", (name, stream, filename) => {
+      if (!name) {
+        stream.resume();
+        return fail(invalid(`a part${filename ? ` (file ${JSON.stringify(filename.slice(0, 60))})` : ""} has no form-data name`));
+      }
+      const set = slot(name);
+      const chunks: Buffer[] = [];
+      stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+      stream.on("error", (err: Error) => fail(invalid(err.message)));
+      stream.on("end", () => set(Buffer.concat(chunks)));
+    });
+    parser.on("field", (name, value, _nameTruncated, valueTruncated) => {
+      if (!name) return fail(invalid("a text part has no form-data name"));
+      if (valueTruncated) return fail(new HttpError("REQUEST_TOO_LARGE", `the form field "${name.slice(0, 60)}" is over ${fieldSize} bytes; send less in it`));
+      slot(name)(value);
+    });
+    parser.on("filesLimit", () => fail(new HttpError("REQUEST_INVALID", `too many files: at most ${MAX_BATCH} images per request`)));
+    parser.on("fieldsLimit", () => fail(new HttpError("REQUEST_INVALID", `too many form fields: at most ${MAX_FORM_FIELDS}`)));
+    parser.on("partsLimit", () => fail(new HttpError("REQUEST_INVALID", `too many parts: at most ${MAX_BATCH} images and ${MAX_FORM_FIELDS} fields`)));
+    parser.on("error", (err: unknown) => fail(invalid((err as Error).message)));
+    parser.on("finish", () => {
+      if (!failed) resolve(Object.fromEntries([...values].map(([name, list]) => [name, list.length === 1 ? list[0] : list])));
+    });
+    parser.end(body);
+  });
 }
 
 /** For routes that only take multipart: anything else is a 415, not a confusing schema error. */

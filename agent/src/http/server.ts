@@ -1,35 +1,43 @@
 import rateLimit from "@fastify/rate-limit";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from "fastify";
-import type { Registry } from "prom-client";
-import type { ModelUpdater } from "../model/updater.ts";
-import type { SegmentEngine } from "../segment/engine.ts";
-import { EngineSlot } from "../segment/engine-slot.ts";
-import { AnnotationStore } from "./annotations/store.ts";
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import { Registry } from "prom-client";
+import type { Logger } from "../core/log.ts";
+import { BusyError, SamEdgeError } from "../core/errors.ts";
+import { AnnotationStore } from "../dataset/store.ts";
+import type { EngineSlot, EngineSource } from "../service/engine-slot.ts";
+import type { ModelUpdater } from "../service/model-updater.ts";
+import { SegmentationService } from "../service/segmentation.ts";
 import { registerBearerAuth } from "./auth.ts";
-import type { CameraProvider } from "./cameras.ts";
+import type { CameraProvider } from "../capture/cameras.ts";
 import { HttpError, toApiError } from "./errors.ts";
 import { DEFAULT_BODY_LIMIT } from "./limits.ts";
 import { ApiMetrics } from "./metrics.ts";
+import { defaultAllowedHosts, registerSiteGuard, type SiteGuardOptions } from "./site-guard.ts";
 import { fileKeyword, registerMultipart } from "./multipart.ts";
-import { registerAnnotationRoutes } from "./routes/annotations.ts";
-import type { RouteContext } from "./routes/context.ts";
-import { registerDeviceRoutes } from "./routes/device.ts";
-import { registerLabelingRoutes } from "./routes/labeling.ts";
-import { registerModelRoutes } from "./routes/model.ts";
-import { registerSegmentRoutes } from "./routes/segment.ts";
-import { registerWebRoutes } from "./routes/web.ts";
+import { contextPlugin } from "./context.ts";
+import { annotationRoutes } from "./routes/annotations.ts";
+import { deviceRoutes } from "./routes/device.ts";
+import { labelingRoutes } from "./routes/labeling.ts";
+import { modelRoutes } from "./routes/model.ts";
+import { segmentRoutes } from "./routes/segment.ts";
+import { webRoutes } from "./routes/web.ts";
 
 /** Only this machine can reach the API unless the configuration says otherwise. */
 export const DEFAULT_HOST = "127.0.0.1";
 
+/** A 25 MB image over a slow Wi-Fi link arrives well within this; a stalled upload does not hold a socket longer. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 60_000;
+
 export interface ServerOptions {
   /**
-   * The engine, or its pending load: the server answers /healthz (and 503s) while the model
-   * loads. The daemon passes the slot its model updates swap engines in.
+   * The segmentation service every route's images go through (the daemon's, shared with the
+   * cameras and MQTT); or, for a server of its own, an engine or its pending load, from which
+   * the server makes one (the server then answers /healthz and 503s while the model loads).
    */
-  engine: SegmentEngine | Promise<SegmentEngine> | EngineSlot;
+  service?: SegmentationService;
+  engine?: EngineSource | EngineSlot;
   /** GET /v1/model, and POST /v1/model unless `allowUpdates` is false; without it those routes are off. */
   models?: { updater: ModelUpdater; allowUpdates: boolean };
   /** When set, every route but /healthz and the page's static shell wants `Authorization: Bearer <token>`. */
@@ -43,7 +51,15 @@ export interface ServerOptions {
   bodyLimit?: number;
   /** Requests per minute per client address (0 or unset: no limit). /healthz is never limited. */
   rateLimitPerMinute?: number;
-  logger?: FastifyServerOptions["logger"];
+  /**
+   * Names the server answers to and other sites' pages that may change things (site-guard.ts);
+   * unset: the loopback names only, and no other site.
+   */
+  site?: Partial<SiteGuardOptions>;
+  /** Longest a request may take to arrive, headers and body (a body sent at 1 byte/s is cut off). */
+  requestTimeoutMs?: number;
+  /** Where 500s and the server's own troubles are logged (the daemon's logger); none when unset. */
+  log?: Logger;
 }
 
 export interface ListenOptions {
@@ -52,55 +68,32 @@ export interface ListenOptions {
   port?: number;
 }
 
-function engineState(slot: EngineSlot): Pick<RouteContext, "withEngine" | "model"> {
-  return {
-    async withEngine(reply, fn) {
-      const lease = slot.hold();
-      if (!lease) {
-        if (slot.error) throw slot.error;
-        throw new HttpError("MODEL_LOADING", "the model is still loading; retry in a few seconds (GET /readyz answers 200 once it is ready)");
-      }
-      try {
-        reply.header("x-sam-edge-model", lease.engine.model.manifest.name);
-        return await fn(lease.engine);
-      } finally {
-        lease.release();
-      }
-    },
-    model() {
-      const engine = slot.engine;
-      if (engine) return { loaded: true, name: engine.model.manifest.name };
-      if (slot.error) return { loaded: false, error: toApiError(slot.error).body.error };
-      return { loaded: false };
-    },
-  };
-}
-
 /** The local SAM API: the hosted API's routes plus the box's own, ready to listen. */
 export async function createServer(options: ServerOptions): Promise<FastifyInstance> {
   const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
+  const requestTimeout = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
   const app = Fastify({
-    logger: options.logger ?? false,
+    // Typed as fastify's base logger, so the instance keeps fastify's default generics.
+    ...(options.log ? { loggerInstance: options.log as FastifyBaseLogger } : { logger: false }),
+    // Requests are counted in /metrics; the log keeps what someone must read.
+    disableRequestLogging: true,
     bodyLimit,
     ajv: { plugins: [fileKeyword] },
+    // Until the request has arrived; the answer may take as long as the model needs.
+    requestTimeout,
+    // On a busy 2-core box, plugins (the docs page's static files) can take more than fastify's 10 s to register.
+    pluginTimeout: 60_000,
+    // Node checks the request timeout every this often (its default, 30 s, would let a slow body live that much longer).
+    http: { connectionsCheckingInterval: Math.min(1000, requestTimeout) },
   });
-  const slot = EngineSlot.from(options.engine);
-  const cameras = options.cameras;
-  const ctx: RouteContext = {
-    ...engineState(slot),
-    cameras,
-    frameOf(id) {
-      if (!cameras?.list().some((c) => c.id === id)) throw new HttpError("CAMERA_NOT_FOUND", `there is no camera "${id}"; GET /v1/cameras lists them`);
-      const frame = cameras.latestFrame(id);
-      if (!frame) throw new HttpError("CAMERA_NO_FRAME", `camera "${id}" has not delivered a frame yet; retry shortly`);
-      return frame;
-    },
-    metrics: new ApiMetrics(options.registry, () => slot.engine, app),
-  };
+  app.server.headersTimeout = Math.min(requestTimeout, app.server.headersTimeout);
+  const registry = options.registry ?? new Registry();
+  const service = options.service ?? new SegmentationService({ engine: options.engine ?? Promise.reject(new SamEdgeError("MODEL_NOT_FOUND", "the server was started without a model")), latencyBudgetMs: Number.POSITIVE_INFINITY, registry });
 
   app.setErrorHandler((err, request, reply) => {
     const { status, body } = toApiError(err);
-    if (status >= 500) request.log.error({ err }, "request failed");
+    if (status >= 500 && status !== 503) request.log.error({ err }, "request failed");
+    if (err instanceof BusyError) reply.header("Retry-After", String(err.retryAfterS));
     return reply.status(status).send(body);
   });
   app.setNotFoundHandler((request, reply) =>
@@ -120,6 +113,7 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
         new HttpError("RATE_LIMITED", `more than ${max} requests a minute from this address; retry in ${context.after} (the Retry-After header says when)`),
     });
   }
+  registerSiteGuard(app, { allowedHosts: options.site?.allowedHosts ?? defaultAllowedHosts(DEFAULT_HOST), allowedOrigins: options.site?.allowedOrigins ?? [] });
   if (options.token) registerBearerAuth(app, options.token);
   registerMultipart(app, bodyLimit);
   await app.register(swagger, {
@@ -132,12 +126,19 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
   await app.register(swaggerUi, { routePrefix: "/docs" });
   app.get("/openapi.json", { schema: { hide: true } }, async () => app.swagger());
 
-  registerWebRoutes(app);
-  registerDeviceRoutes(app, ctx);
-  registerSegmentRoutes(app, ctx);
-  registerLabelingRoutes(app, bodyLimit);
-  if (options.models) registerModelRoutes(app, ctx, options.models.updater, options.models.allowUpdates);
-  if (options.datasetDir) registerAnnotationRoutes(app, ctx, new AnnotationStore(options.datasetDir), bodyLimit);
+  await app.register(contextPlugin, {
+    segmentation: service,
+    apiMetrics: new ApiMetrics(registry, () => service.engine, app, !options.registry),
+    ...(options.cameras ? { cameras: options.cameras } : {}),
+    ...(options.models ? { modelUpdates: options.models } : {}),
+    ...(options.datasetDir ? { dataset: new AnnotationStore(options.datasetDir) } : {}),
+  });
+  await app.register(webRoutes);
+  await app.register(deviceRoutes);
+  await app.register(segmentRoutes);
+  await app.register(labelingRoutes, { fieldLimit: bodyLimit });
+  if (options.models) await app.register(modelRoutes);
+  if (options.datasetDir) await app.register(annotationRoutes, { fieldLimit: bodyLimit });
   return app;
 }
 

@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
-import { SamEdgeError } from "../errors.ts";
+import { SamEdgeError } from "../core/errors.ts";
+import { jsonSyntaxProblem } from "../core/json.ts";
 import { isModelPath } from "./manifest.ts";
 
 /** One file of a published model: where it goes in the model folder, and where it comes from. */
@@ -67,7 +68,7 @@ export async function readCatalog(file: string = CATALOG_FILE): Promise<CatalogE
   try {
     raw = JSON.parse(await readFile(file, "utf8"));
   } catch (err) {
-    throw invalid(file, `cannot be read as JSON (${(err as Error).message})`);
+    throw invalid(file, (err as NodeJS.ErrnoException).code ? `cannot be read (${(err as NodeJS.ErrnoException).code})` : `is ${jsonSyntaxProblem(err)}`);
   }
   const models = (raw as { models?: unknown })?.models;
   if (!Array.isArray(models)) throw invalid(file, `must hold {"models": [...]}`);

@@ -1,6 +1,8 @@
+import type { Dirent } from "node:fs";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { basename, join, posix } from "node:path";
-import { SamEdgeError } from "../errors.ts";
+import { SamEdgeError } from "../core/errors.ts";
+import { jsonSyntaxProblem } from "../core/json.ts";
 import { classifyGraph, mismatch, type DecoderSpec, type EncoderSpec, type GraphRole } from "./layouts.ts";
 import { parseManifest, SAM_PIXEL_MEAN, SAM_PIXEL_STD, type ModelManifest } from "./manifest.ts";
 import { readGraphSignature } from "./onnx-io.ts";
@@ -60,7 +62,7 @@ function modelKey(file: string): { key: string; batch: boolean } {
 async function listGraphs(dir: string): Promise<string[]> {
   const files: string[] = [];
   for (const sub of GRAPH_FOLDERS) {
-    let entries;
+    let entries: Dirent[];
     try {
       entries = await readdir(join(dir, sub), { withFileTypes: true });
     } catch (err) {
@@ -226,7 +228,7 @@ export async function resolveModel(spec: string): Promise<ModelFiles> {
     try {
       raw = JSON.parse(text);
     } catch (err) {
-      throw new SamEdgeError("MODEL_INVALID", `${manifestPath}: is not valid JSON (${(err as Error).message})`);
+      throw new SamEdgeError("MODEL_INVALID", `${manifestPath}: is ${jsonSyntaxProblem(err)}`);
     }
     return fromManifest(dir, parseManifest(manifestPath, raw));
   }

@@ -1,4 +1,4 @@
-import { SamEdgeError } from "../errors.ts";
+import { SamEdgeError } from "../core/errors.ts";
 
 /**
  * Everything mode's settings a model may carry, calibrated for it (a model whose predicted IoUs

@@ -1,5 +1,5 @@
 import { open, type FileHandle } from "node:fs/promises";
-import { SamEdgeError } from "../errors.ts";
+import { SamEdgeError } from "../core/errors.ts";
 
 /** One graph input or output: its name, element type and shape (a string for a named dynamic dimension). */
 export interface TensorInfo {

@@ -3,7 +3,7 @@ import { createReadStream } from "node:fs";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import * as ort from "onnxruntime-node";
-import { SamEdgeError } from "../errors.ts";
+import { SamEdgeError } from "../core/errors.ts";
 import { resolveModel } from "./folder.ts";
 import type { DecoderSpec, EncoderSpec, FeatureRole } from "./layouts.ts";
 import type { ModelManifest } from "./manifest.ts";

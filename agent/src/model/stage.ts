@@ -5,8 +5,11 @@ import { dirname, isAbsolute, join } from "node:path";
 import { Readable, Transform } from "node:stream";
 import type { ReadableStream } from "node:stream/web";
 import { pipeline } from "node:stream/promises";
-import { isSamEdgeError, SamEdgeError, type ErrorCode } from "../errors.ts";
+import { isSamEdgeError, SamEdgeError, type ErrorCode } from "../core/errors.ts";
 import { manifestFiles, parseManifest, type ModelManifest } from "./manifest.ts";
+import { realPathInside } from "../core/files.ts";
+import { jsonSyntaxProblem } from "../core/json.ts";
+import { FetchRefused, PolicedFetch, type FetchPolicy } from "./fetch-policy.ts";
 
 /** Where a model update comes from: a folder on this box, or a web folder holding manifest.json and the files it names. */
 export type ModelSource = { kind: "folder"; dir: string } | { kind: "url"; base: URL };
@@ -63,6 +66,13 @@ export function describeSource(source: ModelSource): string {
   return source.kind === "url" ? source.base.href : source.dir;
 }
 
+/** Refuses a file of a folder source that is a link to somewhere else: the agent reads a model set, nothing beside it. */
+async function inFolder(dir: string, file: string): Promise<void> {
+  if (!(await realPathInside(dir, file))) {
+    throw fail("MODEL_UPDATE_INVALID", `${join(dir, file)} is a symbolic link that leads out of ${dir}; copy the file into the model folder instead`);
+  }
+}
+
 /** A name safe as one path segment, from the manifest's free-text name. */
 function folderName(name: string): string {
   return name.replace(/[^A-Za-z0-9_.-]/g, "-").replace(/^\.+/, "").slice(0, 64) || "model";
@@ -103,39 +113,78 @@ async function writeHashed(input: Readable, dest: string, maxBytes: number, from
   return hash.digest("hex");
 }
 
-async function fetchOk(url: URL, signal: AbortSignal): Promise<Response> {
-  let res: Response;
-  try {
-    res = await fetch(url, { signal });
-  } catch (err) {
-    throw fail("MODEL_UPDATE_FETCH_FAILED", `GET ${url.href} failed: ${reason(err)}`);
-  }
-  if (!res.ok) {
-    await res.body?.cancel();
-    throw fail("MODEL_UPDATE_FETCH_FAILED", `GET ${url.href} answered ${res.status} ${res.statusText}`);
-  }
-  return res;
+/** What staging reads of an answer, from Node's fetch or undici's. */
+interface FetchedResponse {
+  ok: boolean;
+  status: number;
+  statusText: string;
+  headers: { get(name: string): string | null };
+  body: ReadableStream<Uint8Array> | null;
 }
 
-function declaredTooLarge(res: Response, maxBytes: number): boolean {
+/**
+ * How a URL source is fetched. Without a policy (the owner's own command on the box) errors say
+ * what went wrong; under one (a request from the network) every failure of the fetch is one
+ * message, the detail going to the agent's log only, so the agent cannot be used to probe
+ * what answers on its network and how (a 404 and a reset connection look the same).
+ */
+class Fetcher {
+  private readonly policed: PolicedFetch | undefined;
+
+  constructor(
+    private readonly base: URL,
+    policy: FetchPolicy | undefined,
+  ) {
+    this.policed = policy ? new PolicedFetch(policy) : undefined;
+  }
+
+  /** A MODEL_UPDATE_FETCH_FAILED error, generic under a policy. */
+  failed(detail: string): SamEdgeError {
+    if (!this.policed) return fail("MODEL_UPDATE_FETCH_FAILED", detail);
+    return new SamEdgeError("MODEL_UPDATE_FETCH_FAILED", `the model set at ${this.base.href} could not be fetched; the agent's log says why`, { detail });
+  }
+
+  async get(url: URL, signal: AbortSignal): Promise<FetchedResponse> {
+    let res: Awaited<ReturnType<PolicedFetch["get"]>> | Response;
+    try {
+      res = this.policed ? await this.policed.get(url, signal) : await fetch(url, { signal });
+    } catch (err) {
+      throw this.failed(err instanceof FetchRefused ? `GET ${url.href} refused: ${err.message}` : `GET ${url.href} failed: ${reason(err)}`);
+    }
+    if (!res.ok) {
+      await res.body?.cancel();
+      throw this.failed(`GET ${url.href} answered ${res.status} ${res.statusText}`);
+    }
+    // Node's fetch and undici's differ only in their stream types' declarations.
+    return res as unknown as FetchedResponse;
+  }
+
+  close(): Promise<void> {
+    return this.policed?.close() ?? Promise.resolve();
+  }
+}
+
+function declaredTooLarge(res: FetchedResponse, maxBytes: number): boolean {
   const length = Number(res.headers.get("content-length"));
   return Number.isFinite(length) && length > maxBytes;
 }
 
-async function readManifestText(source: ModelSource, signal: AbortSignal): Promise<{ where: string; text: string }> {
+async function readManifestText(source: ModelSource, signal: AbortSignal, fetcher: Fetcher | undefined): Promise<{ where: string; text: string }> {
   if (source.kind === "folder") {
     const where = join(source.dir, "manifest.json");
     let size: number;
     try {
+      await inFolder(source.dir, "manifest.json");
       size = (await stat(where)).size;
-    } catch {
+    } catch (err) {
+      if (isSamEdgeError(err)) throw err;
       throw fail("MODEL_UPDATE_INVALID", `${where} does not exist; an update needs the model set's manifest.json, with the sha256 of each file it names`);
     }
     if (size > MAX_MANIFEST_BYTES) throw fail("MODEL_UPDATE_INVALID", `${where} is ${size} bytes; a manifest is at most ${MAX_MANIFEST_BYTES}`);
     return { where, text: await readFile(where, "utf8") };
   }
   const url = new URL("manifest.json", source.base);
-  const res = await fetchOk(url, signal);
+  const res = await fetcher!.get(url, signal);
   if (declaredTooLarge(res, MAX_MANIFEST_BYTES)) {
     await res.body?.cancel();
     throw fail("MODEL_UPDATE_INVALID", `${url.href} is over ${MAX_MANIFEST_BYTES} bytes: not a manifest`);
@@ -150,7 +199,7 @@ async function readManifestText(source: ModelSource, signal: AbortSignal): Promi
     }
   } catch (err) {
     if (isSamEdgeError(err)) throw err;
-    throw fail("MODEL_UPDATE_FETCH_FAILED", `GET ${url.href} failed: ${reason(err)}`);
+    throw fetcher!.failed(`GET ${url.href} failed: ${reason(err)}`);
   }
   return { where: url.href, text: Buffer.concat(chunks).toString("utf8") };
 }
@@ -161,14 +210,23 @@ async function readManifestText(source: ModelSource, signal: AbortSignal): Promi
  * while it is written and refused when it differs. What is loaded is therefore exactly what
  * was checked, and it stays there (a later start loads it) whatever becomes of the source.
  */
-export async function stageModel(source: ModelSource, modelsDir: string, limits: StageLimits): Promise<StagedModel> {
+export async function stageModel(source: ModelSource, modelsDir: string, limits: StageLimits, policy?: FetchPolicy): Promise<StagedModel> {
+  const fetcher = source.kind === "url" ? new Fetcher(source.base, policy) : undefined;
+  try {
+    return await stageFrom(source, modelsDir, limits, fetcher);
+  } finally {
+    await fetcher?.close();
+  }
+}
+
+async function stageFrom(source: ModelSource, modelsDir: string, limits: StageLimits, fetcher: Fetcher | undefined): Promise<StagedModel> {
   const signal = AbortSignal.timeout(limits.timeoutMs);
-  const { where, text } = await readManifestText(source, signal);
+  const { where, text } = await readManifestText(source, signal, fetcher);
   let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch (err) {
-    throw fail("MODEL_UPDATE_INVALID", `${where} is not valid JSON (${(err as Error).message})`);
+    throw fail("MODEL_UPDATE_INVALID", `${where} is ${jsonSyntaxProblem(err)}`);
   }
   let manifest: ModelManifest;
   try {
@@ -198,8 +256,10 @@ export async function stageModel(source: ModelSource, modelsDir: string, limits:
         from = join(source.dir, file);
         let size: number;
         try {
+          await inFolder(source.dir, file);
           size = (await stat(from)).size;
-        } catch {
+        } catch (err) {
+          if (isSamEdgeError(err)) throw err;
           throw fail("MODEL_UPDATE_INVALID", `${from} does not exist (named in ${where})`);
         }
         if (size > limits.maxBytes) throw fail("MODEL_UPDATE_INVALID", `${from} is ${size} bytes, over model.update.max_bytes (${limits.maxBytes})`);
@@ -207,12 +267,17 @@ export async function stageModel(source: ModelSource, modelsDir: string, limits:
       } else {
         const url = new URL(file.split("/").map(encodeURIComponent).join("/"), source.base);
         from = url.href;
-        const res = await fetchOk(url, signal);
+        const res = await fetcher!.get(url, signal);
         if (declaredTooLarge(res, limits.maxBytes)) {
           await res.body?.cancel();
-          throw fail("MODEL_UPDATE_FETCH_FAILED", `${from} is ${res.headers.get("content-length")} bytes, over model.update.max_bytes (${limits.maxBytes})`);
+          throw fetcher!.failed(`${from} is ${res.headers.get("content-length")} bytes, over model.update.max_bytes (${limits.maxBytes})`);
         }
-        actual = await writeHashed(Readable.fromWeb(res.body as ReadableStream<Uint8Array>), dest, limits.maxBytes, from, "MODEL_UPDATE_FETCH_FAILED");
+        try {
+          actual = await writeHashed(Readable.fromWeb(res.body as ReadableStream<Uint8Array>), dest, limits.maxBytes, from, "MODEL_UPDATE_FETCH_FAILED");
+        } catch (err) {
+          if (isSamEdgeError(err) && err.code === "MODEL_UPDATE_FETCH_FAILED") throw fetcher!.failed(err.message);
+          throw err;
+        }
       }
       const expected = manifest.sha256![file]!;
       if (actual !== expected) {

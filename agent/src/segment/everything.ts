@@ -1,5 +1,5 @@
 import sharp from "sharp";
-import { SamEdgeError } from "../errors.ts";
+import { SamEdgeError } from "../core/errors.ts";
 import type { SegmentEngine, ImageEmbedding, MaskResult } from "./engine.ts";
 import { maskBBox, type BBox, type BinaryMask } from "./mask.ts";
 import { MASK_THRESHOLD, STABILITY_OFFSET, thresholdLogits, upsampleLowRes } from "./postprocess.ts";

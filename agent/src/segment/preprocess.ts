@@ -1,5 +1,5 @@
 import sharp from "sharp";
-import { SamEdgeError } from "../errors.ts";
+import { SamEdgeError } from "../core/errors.ts";
 import { resizeBilinear } from "./resample.ts";
 
 export type ImageFormat = "jpeg" | "png" | "webp";

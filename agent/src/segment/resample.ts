@@ -51,8 +51,7 @@ function coefficients(inSize: number, outSize: number): Coefficients {
 
 /** Sums stay below 2^31 (weights sum to 2^22, pixels to 255): int32 arithmetic, as in C. */
 function clip8(sum: number): number {
-  const v = sum >> PRECISION_BITS;
-  return v < 0 ? 0 : v > 255 ? 255 : v;
+  return Math.min(255, Math.max(0, sum >> PRECISION_BITS));
 }
 
 function horizontal(src: Uint8Array, width: number, height: number, outWidth: number): Uint8Array {

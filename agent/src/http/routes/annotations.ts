@@ -1,11 +1,10 @@
-import type { FastifyInstance } from "fastify";
+import { join } from "node:path";
+import type { FastifyPluginAsync } from "fastify";
 import { maskArea, maskBBox } from "../../segment/mask.ts";
-import { EXPORT_FORMATS, exportEntries, type ExportFormat } from "../annotations/export.ts";
-import { MAX_CLASS_NAME, type AnnotationStore } from "../annotations/store.ts";
-import { tarGz } from "../annotations/tar.ts";
+import { EXPORT_FORMATS, exportArchive, type ExportFormat } from "../../dataset/export.ts";
+import { MAX_CLASS_NAME } from "../../dataset/store.ts";
 import { requireMultipart } from "../multipart.ts";
 import { annotationSchema, exportSchema } from "../schemas.ts";
-import type { RouteContext } from "./context.ts";
 import { readMask, type MaskFields } from "./labeling.ts";
 import { sources, type SourceFields } from "./sources.ts";
 
@@ -13,7 +12,9 @@ interface AnnotationBody extends SourceFields, MaskFields {
   class: string;
 }
 
-export function registerAnnotationRoutes(app: FastifyInstance, ctx: RouteContext, store: AnnotationStore, fieldLimit: number): void {
+/** POST /v1/annotations (a mask accepted into the dataset) and GET /v1/export, when the server has a dataset. */
+export const annotationRoutes: FastifyPluginAsync<{ fieldLimit: number }> = async (app, { fieldLimit }) => {
+  const store = app.dataset!;
   const options = {
     schema: annotationSchema(MAX_CLASS_NAME),
     preValidation: requireMultipart,
@@ -21,7 +22,7 @@ export function registerAnnotationRoutes(app: FastifyInstance, ctx: RouteContext
     config: { multipartFieldSize: fieldLimit },
   };
   app.post<{ Body: AnnotationBody }>("/v1/annotations", options, async (request, reply) => {
-    const image = sources(request.body, ctx)[0]!();
+    const image = sources(request.body, app.cameras)[0]!();
     const mask = await readMask(request.body);
     const a = await store.add(image, mask, request.body.class);
     return reply.status(201).send({ id: a.id, image: a.image, class: a.class, width: a.width, height: a.height, bbox: maskBBox(mask), area: maskArea(mask) });
@@ -29,10 +30,9 @@ export function registerAnnotationRoutes(app: FastifyInstance, ctx: RouteContext
 
   app.get<{ Querystring: { format: ExportFormat } }>("/v1/export", { schema: exportSchema(EXPORT_FORMATS) }, async (request, reply) => {
     const { format } = request.query;
-    const annotations = await store.list();
     return reply
       .type("application/gzip")
       .header("content-disposition", `attachment; filename="sam-edge-${format}.tar.gz"`)
-      .send(tarGz(exportEntries(store, annotations, format)));
+      .send(exportArchive(store, format, join(store.dir, "tmp")));
   });
-}
+};

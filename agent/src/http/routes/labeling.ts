@@ -1,6 +1,6 @@
-import type { FastifyInstance } from "fastify";
+import type { FastifyPluginAsync } from "fastify";
 import type { MaskToPolygonResult } from "../../client/types.ts";
-import { SamEdgeError } from "../../errors.ts";
+import { SamEdgeError } from "../../core/errors.ts";
 import { decodeRle, encodeRle, maskFromPng, maskToPolygons, toCocoSegmentation, type CocoRle, type UncompressedCocoRle } from "../../segment/formats/index.ts";
 import { maskArea, maskBBox, type BinaryMask } from "../../segment/mask.ts";
 import { HttpError } from "../errors.ts";
@@ -34,7 +34,8 @@ export async function readMask(body: MaskFields): Promise<BinaryMask> {
   return decodeRle(rle);
 }
 
-export function registerLabelingRoutes(app: FastifyInstance, fieldLimit: number): void {
+/** Masks in, polygons out: no model involved. */
+export const labelingRoutes: FastifyPluginAsync<{ fieldLimit: number }> = async (app, { fieldLimit }) => {
   app.post<{ Body: MaskToPolygonBody }>(
     "/v1/labeling/mask-to-polygon",
     // An RLE of a large mask is a long text field.
@@ -54,4 +55,4 @@ export function registerLabelingRoutes(app: FastifyInstance, fieldLimit: number)
       };
     },
   );
-}
+};

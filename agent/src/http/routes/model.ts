@@ -1,12 +1,13 @@
-import type { FastifyInstance } from "fastify";
-import type { ModelUpdater } from "../../model/updater.ts";
+import type { FastifyPluginAsync } from "fastify";
 import { HttpError } from "../errors.ts";
 import { modelStatusSchema, modelUpdateSchema } from "../schemas.ts";
-import type { RouteContext } from "./context.ts";
+import { modelState } from "./device.ts";
 
-export function registerModelRoutes(app: FastifyInstance, ctx: RouteContext, updater: ModelUpdater, allowUpdates: boolean): void {
+/** GET /v1/model (the model serving and the last update) and POST /v1/model (an update), when the server has an updater. */
+export const modelRoutes: FastifyPluginAsync = async (app) => {
+  const { updater, allowUpdates } = app.modelUpdates!;
   const status = () => {
-    const error = ctx.model().error;
+    const error = modelState(app).error;
     return { ...updater.status(), ...(error ? { error } : {}) };
   };
 
@@ -19,4 +20,4 @@ export function registerModelRoutes(app: FastifyInstance, ctx: RouteContext, upd
     await updater.update(request.body.source);
     return status();
   });
-}
+};

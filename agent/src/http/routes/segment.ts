@@ -1,14 +1,14 @@
-import type { FastifyInstance } from "fastify";
-import type { ApiMask, BatchResult, EverythingResult, InteractiveResult } from "../../client/types.ts";
-import { SamEdgeError } from "../../errors.ts";
-import type { MaskResult } from "../../segment/engine.ts";
-import { segmentEverything, type EverythingMask, type EverythingOptions } from "../../segment/everything.ts";
-import { encodeRle, maskToPngBase64, overlayImage } from "../../segment/formats/index.ts";
-import { validatePrompt, type Box, type Point, type Prompt } from "../../segment/prompts.ts";
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
+import type { BatchResult, EverythingResult, InteractiveResult } from "../../client/types.ts";
+import type { EverythingSettings } from "../../config/schema.ts";
+import { SamEdgeError } from "../../core/errors.ts";
+import { encodeRle, overlayImage } from "../../segment/formats/index.ts";
+import { validatePromptShape, type Box, type Point, type Prompt } from "../../segment/prompts.ts";
 import { toApiError } from "../errors.ts";
 import { requireMultipart } from "../multipart.ts";
 import { everythingSchema, interactiveSchema } from "../schemas.ts";
-import type { RouteContext } from "./context.ts";
+import { apiMask, roundMs } from "../../service/result.ts";
+import type { SegmentationResult, SegmentJob } from "../../service/segmentation.ts";
 import { sources, type SourceFields } from "./sources.ts";
 
 interface InteractiveBody extends SourceFields {
@@ -26,8 +26,6 @@ interface EverythingBody extends SourceFields {
   min_mask_region_area?: number;
   return_overlay: boolean;
 }
-
-const round = (v: number): number => Math.round(v * 1e4) / 1e4;
 
 function promptError(message: string): SamEdgeError {
   return new SamEdgeError("PROMPT_INVALID", message);
@@ -60,7 +58,7 @@ function promptsFor(body: InteractiveBody, count: number): Prompt[] {
   return Array.from({ length: count }, (_, i) => {
     const b = (boxPerImage ? (box as unknown[])[i] : box) as Box | null | undefined;
     const prompt: Prompt = { points: (pointsPerImage ? points[i] : points) as Point[], ...(b ? { box: b } : {}) };
-    validatePrompt(prompt, Number.POSITIVE_INFINITY, Number.POSITIVE_INFINITY);
+    validatePromptShape(prompt);
     return prompt;
   });
 }
@@ -97,70 +95,91 @@ async function answer<T extends object>(
   return { results };
 }
 
-async function maskJson(m: MaskResult): Promise<ApiMask> {
-  return { mask: await maskToPngBase64(m.mask, m.bbox), bbox: m.bbox, confidence: round(m.confidence), stability: round(m.stability), area: m.area };
+/** Aborted when the client hangs up: its images still waiting for the model are then dropped. */
+function clientGone(request: FastifyRequest): AbortSignal {
+  const controller = new AbortController();
+  request.raw.once("close", () => {
+    if (!request.raw.complete || request.raw.socket?.destroyed) controller.abort();
+  });
+  request.raw.socket?.once("close", () => controller.abort());
+  return controller.signal;
 }
 
-export function registerSegmentRoutes(app: FastifyInstance, ctx: RouteContext): void {
+/** The hosted API's segment routes, answered through the segmentation service. */
+export const segmentRoutes: FastifyPluginAsync = async (app) => {
+  const service = app.segmentation;
+  /** One image through the service, timed; the answer names the model that made it. */
+  const segment = async (reply: FastifyReply, job: SegmentJob): Promise<SegmentationResult> => {
+    const result = await service.segment(job);
+    if (result.model) reply.header("x-sam-edge-model", result.model);
+    return result;
+  };
+
   app.post<{ Body: InteractiveBody }>("/v1/segment/interactive", { schema: interactiveSchema(), preValidation: requireMultipart }, async (request, reply) => {
-    const items = sources(request.body, ctx);
+    const items = sources(request.body, app.cameras);
     const prompts = promptsFor(request.body, items.length);
     const multimask = request.body.multimask;
-    const result = await ctx.withEngine(reply, (engine) =>
-      answer(
-        items,
-        async (bytes, index): Promise<InteractiveResult> => {
-          const start = performance.now();
-          // Without multimask=true the answer is the best candidate alone.
-          const seg = await engine.segment(bytes, prompts[index]!, { ...(multimask === undefined ? {} : { multimask }), bestOnly: !multimask });
-          ctx.metrics.observeTimings(seg.timings);
-          const t = performance.now();
-          const best = seg.masks[0]!;
-          const masks = multimask ? await Promise.all(seg.masks.map(maskJson)) : [await maskJson(best)];
-          const rle = encodeRle(best.mask, best.bbox);
-          const out: InteractiveResult = {
-            ...masks[0]!,
-            rle,
-            ...(request.body.return_overlay ? { overlay: (await overlayImage(bytes, [best.mask])).toString("base64") } : {}),
-            ...(multimask ? { masks } : {}),
-            width: seg.width,
-            height: seg.height,
-          };
-          ctx.metrics.observeStage("respond", performance.now() - t);
-          return { ...out, latency_ms: round(performance.now() - start), route: "local" };
-        },
-        request.log,
-      ),
+    const signal = clientGone(request);
+    const result = await answer(
+      items,
+      async (bytes, index): Promise<InteractiveResult> => {
+        const start = performance.now();
+        const prompt = prompts[index]!;
+        const seg = await segment(reply, {
+          source: "http",
+          bytes,
+          mode: "prompts",
+          prompts: [{ ...(prompt.points ? { points: prompt.points } : {}), ...(prompt.box ? { box: prompt.box } : {}) }],
+          coordinates: "pixels",
+          ...(multimask === undefined ? {} : { multimask }),
+          route: "local",
+          signal,
+          waitForModel: false,
+        });
+        const t = performance.now();
+        // The hosted API's masks carry no prompt index: one image, one prompt.
+        const masks = await Promise.all(seg.masks.map(async (m) => apiMask({ ...m, prompt: undefined })));
+        const best = seg.masks[0]!;
+        const out: InteractiveResult = {
+          ...masks[0]!,
+          rle: encodeRle(best.mask, best.bbox),
+          ...(request.body.return_overlay ? { overlay: (await overlayImage(bytes, [best.mask])).toString("base64") } : {}),
+          ...(multimask ? { masks } : {}),
+          width: seg.width,
+          height: seg.height,
+        };
+        service.observeStage("format", performance.now() - t);
+        return { ...out, latency_ms: roundMs(performance.now() - start), route: "local" };
+      },
+      request.log,
     );
-    return { ...result, latency_ms: round(reply.elapsedTime), route: "local" };
+    return { ...result, latency_ms: roundMs(reply.elapsedTime), route: "local" };
   });
 
   app.post<{ Body: EverythingBody }>("/v1/segment/everything", { schema: everythingSchema(), preValidation: requireMultipart }, async (request, reply) => {
-    const items = sources(request.body, ctx);
+    const items = sources(request.body, app.cameras);
     const body = request.body;
-    const options: Partial<EverythingOptions> = {
-      ...(body.points_per_side !== undefined ? { pointsPerSide: body.points_per_side } : {}),
-      ...(body.pred_iou_thresh !== undefined ? { predIouThresh: body.pred_iou_thresh } : {}),
-      ...(body.stability_score_thresh !== undefined ? { stabilityScoreThresh: body.stability_score_thresh } : {}),
-      ...(body.box_nms_thresh !== undefined ? { boxNmsThresh: body.box_nms_thresh } : {}),
-      ...(body.min_mask_region_area !== undefined ? { minMaskRegionArea: body.min_mask_region_area } : {}),
+    const everything: Partial<EverythingSettings> = {
+      ...(body.points_per_side !== undefined ? { points_per_side: body.points_per_side } : {}),
+      ...(body.pred_iou_thresh !== undefined ? { pred_iou_thresh: body.pred_iou_thresh } : {}),
+      ...(body.stability_score_thresh !== undefined ? { stability_score_thresh: body.stability_score_thresh } : {}),
+      ...(body.box_nms_thresh !== undefined ? { box_nms_thresh: body.box_nms_thresh } : {}),
+      ...(body.min_mask_region_area !== undefined ? { min_mask_region_area: body.min_mask_region_area } : {}),
     };
-    const result = await ctx.withEngine(reply, (engine) =>
-      answer(
-        items,
-        async (bytes): Promise<EverythingResult> => {
-          const start = performance.now();
-          const seg = await segmentEverything(engine, bytes, options);
-          ctx.metrics.observeTimings(seg.timings);
-          const t = performance.now();
-          const masks = await Promise.all(seg.masks.map(async (m: EverythingMask) => ({ ...(await maskJson(m)), point: m.point })));
-          const overlay = body.return_overlay ? { overlay: (await overlayImage(bytes, seg.masks.map((m) => m.mask))).toString("base64") } : {};
-          ctx.metrics.observeStage("respond", performance.now() - t);
-          return { masks, ...overlay, width: seg.width, height: seg.height, latency_ms: round(performance.now() - start), route: "local" };
-        },
-        request.log,
-      ),
+    const signal = clientGone(request);
+    const result = await answer(
+      items,
+      async (bytes): Promise<EverythingResult> => {
+        const start = performance.now();
+        const seg = await segment(reply, { source: "http", bytes, mode: "everything", prompts: [], coordinates: "pixels", everything, route: "local", signal, waitForModel: false });
+        const t = performance.now();
+        const masks = await Promise.all(seg.masks.map(apiMask));
+        const overlay = body.return_overlay ? { overlay: (await overlayImage(bytes, seg.masks.map((m) => m.mask))).toString("base64") } : {};
+        service.observeStage("format", performance.now() - t);
+        return { masks, ...overlay, width: seg.width, height: seg.height, latency_ms: roundMs(performance.now() - start), route: "local" };
+      },
+      request.log,
     );
-    return { ...result, latency_ms: round(reply.elapsedTime), route: "local" };
+    return { ...result, latency_ms: roundMs(reply.elapsedTime), route: "local" };
   });
-}
+};

@@ -1,5 +1,5 @@
+import { latestFrameOf, type CameraProvider } from "../../capture/cameras.ts";
 import { HttpError } from "../errors.ts";
-import type { RouteContext } from "./context.ts";
 
 /** The image fields every image route takes: uploaded files, or camera ids. */
 export interface SourceFields {
@@ -8,15 +8,14 @@ export interface SourceFields {
 }
 
 /** The images of a request, in order: uploaded files, or the latest frames of named cameras. */
-export function sources(body: SourceFields, ctx: RouteContext): (() => Buffer)[] {
+export function sources(body: SourceFields, cameras: CameraProvider | undefined): (() => Buffer)[] {
   const images = body.image === undefined ? [] : Array.isArray(body.image) ? body.image : [body.image];
-  const cameras = body.camera ?? [];
-  if (images.length && cameras.length) throw new HttpError("REQUEST_INVALID", 'send image parts or camera fields, not both');
-  if (!images.length && !cameras.length) {
+  const ids = body.camera ?? [];
+  if (images.length && ids.length) throw new HttpError("REQUEST_INVALID", "send image parts or camera fields, not both");
+  if (!images.length && !ids.length) {
     throw new HttpError("REQUEST_INVALID", 'no image: send the image as a multipart file part named "image", or a camera id in a "camera" field');
   }
   if (images.length) return images.map((bytes) => () => bytes);
   // Unknown cameras fail their own item: in a batch the other images are still answered.
-  return cameras.map((id) => () => ctx.frameOf(id).bytes);
+  return ids.map((id) => () => latestFrameOf(cameras, id).bytes);
 }
-

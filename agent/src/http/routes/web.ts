@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
-import type { FastifyInstance } from "fastify";
+import type { FastifyPluginAsync } from "fastify";
 
 const WEB_DIR = fileURLToPath(new URL("../../web/", import.meta.url));
 
@@ -23,10 +23,11 @@ function compiler(): () => Promise<string> {
     }).then((r) => r.outputFiles[0]!.text));
 }
 
-export function registerWebRoutes(app: FastifyInstance): void {
+/** The click-to-segment page. */
+export const webRoutes: FastifyPluginAsync = async (app) => {
   const script = compiler();
   app.get("/", { schema: { hide: true } }, async (_request, reply) =>
     reply.type("text/html; charset=utf-8").header("Content-Security-Policy", CSP).send(await readFile(`${WEB_DIR}index.html`)),
   );
   app.get("/app.js", { schema: { hide: true } }, async (_request, reply) => reply.type("text/javascript; charset=utf-8").send(await script()));
-}
+};

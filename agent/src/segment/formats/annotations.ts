@@ -1,4 +1,4 @@
-import { SamEdgeError } from "../../errors.ts";
+import { SamEdgeError } from "../../core/errors.ts";
 import type { Polygon } from "./polygons.ts";
 import { assertMaskSize } from "./validate.ts";
 

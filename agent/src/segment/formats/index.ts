@@ -5,7 +5,7 @@
  */
 export { maskFromPng, maskToPng, maskToPngBase64 } from "./png.ts";
 export { decodeRle, encodeRle, type CocoRle, type UncompressedCocoRle } from "./rle.ts";
-export { maskToPolygons, type Point, type Polygon, type PolygonOptions } from "./polygons.ts";
+export { DEFAULT_TRACE_LIMITS, maskToPolygons, type Point, type Polygon, type PolygonOptions, type TraceLimits } from "./polygons.ts";
 export { polygonsToMask } from "./rasterise.ts";
 export { toCocoSegmentation, toYoloSegmentation } from "./annotations.ts";
 export { overlayImage, type OverlayOptions, type Rgb } from "./overlay.ts";

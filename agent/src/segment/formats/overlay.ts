@@ -1,5 +1,5 @@
 import sharp from "sharp";
-import { SamEdgeError } from "../../errors.ts";
+import { SamEdgeError } from "../../core/errors.ts";
 import type { BinaryMask } from "../mask.ts";
 import { assertValidMask, MAX_MASK_PIXELS } from "./validate.ts";
 

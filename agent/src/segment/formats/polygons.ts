@@ -1,10 +1,10 @@
-import { SamEdgeError } from "../../errors.ts";
+import { SamEdgeError } from "../../core/errors.ts";
 import type { BinaryMask } from "../mask.ts";
 import { simplifyRing } from "./simplify.ts";
-import { traceBoundaries, type Point } from "./trace.ts";
+import { DEFAULT_TRACE_LIMITS, tooComplex, traceBoundaries, type Point, type TraceLimits } from "./trace.ts";
 import { assertValidMask } from "./validate.ts";
 
-export type { Point } from "./trace.ts";
+export { DEFAULT_TRACE_LIMITS, type Point, type TraceLimits } from "./trace.ts";
 
 /**
  * One 8-connected region of a mask, in pixel-corner coordinates (pixel (x, y) spans x..x+1,
@@ -19,6 +19,8 @@ export interface Polygon {
 export interface PolygonOptions {
   /** Ramer–Douglas–Peucker tolerance in pixels; 0 keeps every corner of the pixel outline. */
   tolerance: number;
+  /** Past these the mask is refused with MASK_TOO_COMPLEX; DEFAULT_TRACE_LIMITS when unset. */
+  limits?: TraceLimits;
 }
 
 /**
@@ -32,10 +34,14 @@ export function maskToPolygons(mask: BinaryMask, options: PolygonOptions): Polyg
   if (!Number.isFinite(tolerance) || tolerance < 0) {
     throw new SamEdgeError("MASK_INVALID", `polygon tolerance is ${tolerance}; use a number of pixels, 0 or more`);
   }
+  const limits = options.limits ?? DEFAULT_TRACE_LIMITS;
   const exteriors = new Map<number, Point[]>();
   const holes = new Map<number, Point[][]>();
-  for (const loop of traceBoundaries(mask)) {
-    const ring = simplifyOrKeep(loop.points, tolerance);
+  const loops = traceBoundaries(mask, limits);
+  // RDP is quadratic on the worst outlines: its steps are bounded like the trace's output.
+  const work = { left: SIMPLIFY_STEPS_PER_VERTEX * limits.maxVertices };
+  for (const loop of loops) {
+    const ring = simplifyOrKeep(loop.points, tolerance, work, limits);
     // The sign is read before simplifying: a traced ring's area is a non-zero whole number.
     if (signedArea(loop.points) > 0) exteriors.set(loop.component, ring);
     else holesOf(holes, loop.component).push(ring);
@@ -60,7 +66,11 @@ function holesOf(holes: Map<number, Point[][]>, component: number): Point[][] {
   return list;
 }
 
-function simplifyOrKeep(ring: Point[], tolerance: number): Point[] {
-  const simplified = simplifyRing(ring, tolerance);
+/** Distance evaluations RDP may spend per corner the limits allow: typical outlines use a few. */
+const SIMPLIFY_STEPS_PER_VERTEX = 64;
+
+function simplifyOrKeep(ring: Point[], tolerance: number, work: { left: number }, limits: TraceLimits): Point[] {
+  const simplified = simplifyRing(ring, tolerance, work);
+  if (!simplified) throw tooComplex(`an outline whose simplification takes more than ${SIMPLIFY_STEPS_PER_VERTEX * limits.maxVertices} steps`, limits);
   return simplified.length >= 3 ? simplified : ring;
 }

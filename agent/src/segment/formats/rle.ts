@@ -1,4 +1,4 @@
-import { SamEdgeError } from "../../errors.ts";
+import { SamEdgeError } from "../../core/errors.ts";
 import type { BBox, BinaryMask } from "../mask.ts";
 import { assertMaskSize, assertValidMask } from "./validate.ts";
 

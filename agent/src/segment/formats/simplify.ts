@@ -3,27 +3,32 @@ import type { Point } from "./trace.ts";
 /**
  * Ramer–Douglas–Peucker on a closed ring: drops every point within `tolerance` pixels of the
  * simplified outline. The ring is cut at its first point and the point farthest from it, the
- * two ends that any simplification of it must keep.
+ * two ends that any simplification of it must keep. Undefined when `work` (distances taken)
+ * runs out first.
  */
-export function simplifyRing(ring: readonly Point[], tolerance: number): Point[] {
+export function simplifyRing(ring: readonly Point[], tolerance: number, work: { left: number } = { left: Infinity }): Point[] | undefined {
   if (tolerance <= 0 || ring.length <= 3) return [...ring];
   const far = farthestFrom(ring, 0);
   const keep = new Uint8Array(ring.length);
   keep[0] = 1;
   keep[far] = 1;
-  markKept(ring, 0, far, tolerance, keep);
-  markKept(ring, far, ring.length, tolerance, keep);
+  if (!markKept(ring, 0, far, tolerance, keep, work) || !markKept(ring, far, ring.length, tolerance, keep, work)) return undefined;
   return ring.filter((_, i) => keep[i] === 1);
 }
 
-/** Iterative RDP over ring[first..last] (last may be ring.length, meaning point 0 again). */
-function markKept(ring: readonly Point[], first: number, last: number, tolerance: number, keep: Uint8Array): void {
+/**
+ * Iterative RDP over ring[first..last] (last may be ring.length, meaning point 0 again). Each
+ * distance taken is counted against `work`; false when it runs out (the caller refuses the mask).
+ */
+function markKept(ring: readonly Point[], first: number, last: number, tolerance: number, keep: Uint8Array, work: { left: number }): boolean {
   // A stack instead of recursion: a large mask's boundary can have millions of corners.
   const spans: Array<[number, number]> = [[first, last]];
   while (spans.length > 0) {
     const [from, to] = spans.pop()!;
     const a = ring[from]!;
     const b = ring[to % ring.length]!;
+    work.left -= to - from - 1;
+    if (work.left < 0) return false;
     let worst = -1;
     let worstDistance = tolerance;
     for (let i = from + 1; i < to; i++) {
@@ -37,6 +42,7 @@ function markKept(ring: readonly Point[], first: number, last: number, tolerance
     keep[worst] = 1;
     spans.push([from, worst], [worst, to]);
   }
+  return true;
 }
 
 function farthestFrom(ring: readonly Point[], index: number): number {

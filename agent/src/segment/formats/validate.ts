@@ -1,11 +1,12 @@
-import { SamEdgeError } from "../../errors.ts";
+import { SamEdgeError } from "../../core/errors.ts";
 import type { BinaryMask } from "../mask.ts";
 
 /**
- * Largest mask any format here accepts or produces: 100 megapixels, i.e. 100 MB of mask bytes.
- * Sizes come from untrusted headers (PNG, RLE `size`), so this guards every allocation.
+ * Largest mask any format here accepts or produces: the largest image the agent accepts
+ * (64 Mi pixels, e.g. 8192x8192), i.e. 64 MiB of mask bytes. Sizes come from untrusted headers
+ * (PNG, RLE `size`), so this guards every allocation.
  */
-export const MAX_MASK_PIXELS = 100_000_000;
+export const MAX_MASK_PIXELS = 64 * 1024 * 1024;
 
 /** Throws MASK_INVALID unless width x height is a size we are willing to allocate. */
 export function assertMaskSize(width: number, height: number, source: string): void {

@@ -1,3 +1,4 @@
+import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { cp, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
@@ -5,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
 import { Registry } from "prom-client";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isSamEdgeError } from "../agent/src/core/errors.ts";
 import { startServer } from "../agent/src/http/server.ts";
@@ -20,6 +22,7 @@ import { LAYOUTS_DIR } from "./helpers/parity.ts";
 import { TINY_SAM_DIR } from "./helpers/scenes.ts";
 
 const REPO = new URL("../", import.meta.url).pathname;
+const BIN = join(REPO, "agent/bin/sam-edge.js");
 const INT8_DIR = join(REPO, "models/quantized/tiny-sam-int8");
 const TOKEN = "model-commands-token";
 const sha256 = async (path: string) => createHash("sha256").update(await readFile(path)).digest("hex");
@@ -296,6 +299,20 @@ describe("sam-edge model: list, pull, add, info, use", () => {
     await writeFile(join(junk, "model.encoder.onnx"), "<html>not a model</html>");
     await writeFile(join(junk, "model.decoder.onnx"), Buffer.alloc(0));
     await expect(run("add", junk)).rejects.toThrow(/model\.decoder\.onnx: is not an ONNX model: the file is empty; model\.encoder\.onnx: is not an ONNX model/);
+  });
+
+  it("the sam-edge command runs them: output on stdout, exit 0; a refusal on stderr, exit 1", { timeout: 60_000 }, async () => {
+    const exec = promisify(execFile);
+    const listed = await exec(process.execPath, [BIN, "model", "list", "--catalog", catalog]);
+    expect(listed.stdout).toMatch(/^edge-sam: test model edge-sam$/m);
+    const refused = await exec(process.execPath, [BIN, "model", "pull", "../escape", "--catalog", catalog, "--library", library]).then(
+      () => ({ code: 0, stderr: "" }),
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^sam-edge: CONFIG_INVALID: "\.\.\/escape" is not a model name/);
+    const usage = await exec(process.execPath, [BIN, "fly"]).catch((e: { stderr: string }) => e);
+    expect(usage.stderr).toContain("sam-edge model pull NAME");
   });
 
   it("info gives the layout, inputs and outputs, sizes and the milliseconds measured here", { timeout: 60_000 }, async () => {

@@ -291,6 +291,17 @@ describe("sam-edge model: list, pull, add, info, use", () => {
     const copied = JSON.parse(await readFile(join(out, "manifest.json"), "utf8"));
     expect([copied.encoder, copied.decoder]).toEqual(["sam_vit_t16.encoder.quant.onnx", "sam_vit_t16.decoder.quant.onnx"]);
 
+    // Two files named by hand, whatever their names: roles by signature.
+    const loose = join(tmp, "loose");
+    await mkdir(loose);
+    await cp(join(LAYOUTS_DIR, "mobile-sam/mobile_sam.onnx"), join(loose, "b.onnx"));
+    await cp(join(LAYOUTS_DIR, "mobile-sam/mobile_sam.encoder.onnx"), join(loose, "a.onnx"));
+    await run("add", join(loose, "b.onnx"), join(loose, "a.onnx"));
+    const named = JSON.parse(await readFile(join(loose, "manifest.json"), "utf8"));
+    expect([named.name, named.encoder, named.decoder]).toEqual(["loose", "a.onnx", "b.onnx"]);
+    await expect(run("add", join(loose, "a.onnx"), join(edge, "edge_sam_3x_decoder.onnx"))).rejects.toThrow(/both files must be in one folder/);
+    await expect(run("add", join(loose, "a.onnx"), join(loose, "a.onnx"), "--force")).rejects.toThrow(/needs an encoder and a decoder; found a\.onnx: SAM image encoder/);
+
     const empty = join(tmp, "empty");
     await mkdir(empty);
     expect(await codeOf(["add", empty])).toBe("MODEL_NOT_FOUND");

@@ -13,9 +13,9 @@
  *   service    the segmentation service: queue, worker, routing (local or cloud), model updates, results
  *   mqtt http  the transports
  *   daemon     the composition root and its features
- *   cli.ts     the command line
+ *   cli.ts     the command line, and its commands (commands/)
  */
-const LAYERS = [["core", "version.ts"], ["client"], ["config"], ["model"], ["segment"], ["capture"], ["dataset"], ["service"], ["mqtt", "http"], ["daemon"], ["cli.ts"]];
+const LAYERS = [["core", "version.ts"], ["client"], ["config"], ["model"], ["segment"], ["capture"], ["dataset"], ["service"], ["mqtt", "http"], ["daemon"], ["cli.ts", "commands"]];
 const path = (names) => `^agent/src/(${names.join("|").replace(/\./g, "\\.")})($|/)`;
 
 module.exports = {

@@ -70,7 +70,8 @@ describe("configuration", () => {
   it("SAM_EDGE_CONFIG names the file; array items are set by index", async () => {
     const path = await withFile("env-file.json", { cameras: [{ id: "a", type: "folder", dir: "/tmp" }] });
     const c = await loadConfig({ env: { SAM_EDGE_CONFIG: path, SAM_EDGE_CAMERAS_0_MAX_FPS: "0.5" }, sets: ["cameras[0].mode=everything"] });
-    expect(c.cameras[0]).toMatchObject({ id: "a", max_fps: 0.5, mode: "everything", everything: { points_per_side: 16 } });
+    // Everything settings left out stay out: the model's manifest, then the defaults, fill them.
+    expect(c.cameras[0]).toMatchObject({ id: "a", max_fps: 0.5, mode: "everything", everything: {} });
   });
 
   it("an unknown key fails, naming it", async () => {

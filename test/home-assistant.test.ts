@@ -6,7 +6,7 @@ import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../agent/src/config/load.ts";
 import { SAMPLES_DIR } from "../agent/src/config/paths.ts";
-import { HOME_ASSISTANT_STATE_FILE, HomeAssistantDiscovery } from "../agent/src/mqtt/home-assistant.ts";
+import { HOME_ASSISTANT_STATE_FILE, HomeAssistantDiscovery } from "../agent/src/daemon/features/home-assistant.ts";
 import { createLogger } from "../agent/src/core/log.ts";
 import { AgentProcess, Subscriber } from "./helpers/agent.ts";
 import { discoveryProblems, renderValueTemplates } from "./helpers/home-assistant.ts";

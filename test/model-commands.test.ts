@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isSamEdgeError } from "../agent/src/core/errors.ts";
 import { startServer } from "../agent/src/http/server.ts";
 import { CATALOG_FILE, readCatalog } from "../agent/src/model/catalog.ts";
-import { modelCommand } from "../agent/src/service/model-library.ts";
+import { modelCommand } from "../agent/src/commands/model.ts";
 import { DEFAULT_SESSION_CONFIG, SamModel } from "../agent/src/model/sam-model.ts";
 import { ModelUpdater } from "../agent/src/service/model-updater.ts";
 import { createLogger } from "../agent/src/core/log.ts";
@@ -200,7 +200,7 @@ describe("sam-edge model: list, pull, add, info, use", () => {
       configDir: TINY_SAM_DIR,
       session: DEFAULT_SESSION_CONFIG,
       limits: { maxBytes: 64 * 1024 * 1024, timeoutMs: 30_000 },
-      fetchPolicy: { allowedHosts: [] },
+      fetchPolicy: { allowedHosts: ["127.0.0.1"] },
       log: createLogger("error"),
       registry: new Registry(),
     });

@@ -17,7 +17,7 @@ import { freePort } from "./helpers/mosquitto.ts";
 import { loadScene, TINY_SAM_DIR, type Scene } from "./helpers/scenes.ts";
 
 // No score filters: the test is about routing, not about which masks the tiny model is sure of.
-const EVERYTHING: EverythingSettings = { points_per_side: 4, pred_iou_thresh: 0, stability_score_thresh: 0, box_nms_thresh: 0.7, min_mask_region_area: 0 };
+const EVERYTHING: Partial<EverythingSettings> = { points_per_side: 4, pred_iou_thresh: 0, stability_score_thresh: 0, box_nms_thresh: 0.7, min_mask_region_area: 0 };
 
 describe("circuit breaker and budget", () => {
   it("the breaker opens after N failures in a row, lets one trial through after the reset time, closes on success", () => {

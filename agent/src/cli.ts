@@ -1,17 +1,18 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
+import { EVERYTHING_SCHEMA, everythingProblem, type EverythingKey, type EverythingSettings } from "./config/everything.ts";
 import { loadConfig, type ConfigInputs } from "./config/load.ts";
 import { BUNDLED_FP32_MODEL_DIR, BUNDLED_MODEL_DIR, SAMPLES_DIR } from "./config/paths.ts";
 import { Controller } from "./daemon/controller.ts";
 import { createLogger } from "./core/log.ts";
 import { SystemdNotifier } from "./daemon/systemd-notify.ts";
 import { isSamEdgeError, SamEdgeError } from "./core/errors.ts";
-import { MODEL_USAGE, modelCommand } from "./service/model-library.ts";
 import { maskToPng, overlayImage } from "./segment/formats/index.ts";
 import { validatePromptShape, type Box, type Point, type Prompt } from "./segment/prompts.ts";
 import { InProcessEngine } from "./service/engine.ts";
 import { encodeResult, type MaskEncoding } from "./service/result.ts";
 import { SegmentationService } from "./service/segmentation.ts";
+import { MODEL_USAGE, modelCommand } from "./commands/model.ts";
 
 export { BUNDLED_FP32_MODEL_DIR, BUNDLED_MODEL_DIR, SAMPLES_DIR };
 
@@ -20,7 +21,8 @@ const USAGE = `usage:
       the agent: cameras in, masks out over MQTT, the HTTP API; with no config, a demo on the bundled
       samples. --frames/--interval-ms/--once replace the cameras with one folder camera (--once: one
       pass, then exit); --print writes one JSON line per result on stdout
-  sam-edge segment IMAGE (--point x,y[,label] ... [--box x0,y0,x1,y1] [--multimask] | --everything [--points-per-side N])
+  sam-edge segment IMAGE (--point x,y[,label] ... [--box x0,y0,x1,y1] [--multimask] | --everything [--points-per-side N]
+                   [--pred-iou-thresh X] [--stability-score-thresh X] [--box-nms-thresh X] [--points-per-batch N] [--min-mask-region-area N])
                    [--model DIR] [--format json|rle|polygon|png|overlay] [--tolerance PX] [--out FILE]
       prints the result as JSON with each mask as a base64 PNG (json), COCO RLE (rle) or polygons
       with holes (polygon); png writes the best mask as a PNG, overlay a JPEG of the masks on the image
@@ -52,6 +54,23 @@ export function parseBox(text: string): Box {
   return numbers(text, "--box", [4]) as Box;
 }
 
+/** --points-per-side, --pred-iou-thresh, ...: one flag per Everything setting (config/everything.ts), its own name with dashes. */
+const flagOf = (key: string) => key.replace(/_/g, "-");
+const EVERYTHING_FLAGS = Object.fromEntries(Object.keys(EVERYTHING_SCHEMA).map((k) => [flagOf(k), { type: "string" as const }]));
+
+function everythingFlags(values: Record<string, unknown>): Partial<EverythingSettings> {
+  const settings: Partial<Record<EverythingKey, number>> = {};
+  for (const key of Object.keys(EVERYTHING_SCHEMA) as EverythingKey[]) {
+    const text = values[flagOf(key)];
+    if (text === undefined) continue;
+    const value = Number(text);
+    const problem = everythingProblem(key, value);
+    if (problem) throw usageError(`--${flagOf(key)}: ${problem.replace(/, got .*$/, `, got ${JSON.stringify(text)}`)}`);
+    settings[key] = value;
+  }
+  return settings;
+}
+
 const ENCODINGS: Record<Exclude<Format, "png" | "overlay">, (tolerance: number) => MaskEncoding> = {
   json: () => ({ png: true }),
   rle: () => ({ rle: true }),
@@ -67,7 +86,7 @@ async function segmentCommand(args: string[]): Promise<void> {
       box: { type: "string" },
       multimask: { type: "boolean" },
       everything: { type: "boolean" },
-      "points-per-side": { type: "string" },
+      ...EVERYTHING_FLAGS,
       model: { type: "string" },
       format: { type: "string", default: "json" },
       tolerance: { type: "string", default: "1" },
@@ -92,7 +111,7 @@ async function segmentCommand(args: string[]): Promise<void> {
   // One image, one run: the model runs in this thread, through the same service as the daemon's.
   const service = new SegmentationService({ engine: await InProcessEngine.load(values.model ?? BUNDLED_MODEL_DIR), latencyBudgetMs: Number.POSITIVE_INFINITY });
   try {
-    const pointsPerSide = values["points-per-side"] === undefined ? undefined : Number(values["points-per-side"]);
+    const everything = everythingFlags(values as Record<string, unknown>);
     const result = await service.segment({
       source: "cli",
       bytes,
@@ -100,7 +119,7 @@ async function segmentCommand(args: string[]): Promise<void> {
       prompts: values.everything ? [] : [prompt],
       coordinates: "pixels",
       ...(values.multimask ? { multimask: true } : {}),
-      ...(pointsPerSide !== undefined ? { everything: { points_per_side: pointsPerSide } } : {}),
+      everything,
       route: "local",
     });
     let output: string | Buffer;

@@ -1,5 +1,6 @@
 import { hostname } from "node:os";
 import { BUNDLED_MODEL_DIR, defaultStateDir, SAMPLES_DIR } from "./paths.ts";
+import { everythingObjectSchema, type EverythingSettings } from "./everything.ts";
 
 /**
  * The one description of the agent's settings: every key, its type, its default. The config
@@ -24,13 +25,7 @@ export interface CameraPrompt {
   box?: [number, number, number, number];
 }
 
-export interface EverythingSettings {
-  points_per_side: number;
-  pred_iou_thresh: number;
-  stability_score_thresh: number;
-  box_nms_thresh: number;
-  min_mask_region_area: number;
-}
+export type { EverythingSettings } from "./everything.ts";
 
 export interface CameraConfig {
   id: string;
@@ -42,7 +37,7 @@ export interface CameraConfig {
   mode: "prompts" | "everything";
   prompts: CameraPrompt[];
   coordinates: "pixels" | "normalized";
-  everything: EverythingSettings;
+  everything: Partial<EverythingSettings>;
   multimask: boolean;
   max_frame_bytes: number;
   // Source-specific: which apply to which type is in TYPE_KEYS.
@@ -147,19 +142,8 @@ const point = {
   properties: { x: { type: "number", minimum: 0 }, y: { type: "number", minimum: 0 }, label: { enum: [0, 1], default: 1 } },
 };
 
-const everything = {
-  type: "object",
-  additionalProperties: false,
-  default: {},
-  properties: {
-    // 16, not SAM's 32: a quarter of the decoder work, which is what a Pi can afford per frame.
-    points_per_side: { type: "integer", minimum: 1, maximum: 64, default: 16 },
-    pred_iou_thresh: { type: "number", minimum: 0, maximum: 1, default: 0.88 },
-    stability_score_thresh: { type: "number", minimum: 0, maximum: 1, default: 0.95 },
-    box_nms_thresh: { type: "number", minimum: 0, maximum: 1, default: 0.7 },
-    min_mask_region_area: { type: "integer", minimum: 0, default: 0 },
-  },
-};
+// No defaults: what a camera leaves out comes from its model's manifest, then EVERYTHING_DEFAULTS.
+const everything = { ...everythingObjectSchema(), default: {} };
 
 /** Defaults of source keys: given in each type's branch, since a key may not appear on other types. */
 const SOURCE_DEFAULTS: Record<string, unknown> = { loop: true, interval_ms: 1000, timeout_ms: 10_000, device: "/dev/video0", width: 1280, height: 720 };

@@ -51,7 +51,7 @@ interface Slot {
   lastError: string | undefined;
 }
 
-export interface PipelineOptions {
+export interface CameraSchedulerOptions {
   service: SegmentationService;
   defaultRoute: RouteMode;
   onResult: (processed: ProcessedFrame) => Promise<void>;
@@ -81,7 +81,7 @@ export function frameProblem(bytes: Buffer, maxBytes: number): SamEdgeError | un
  * slow model never builds a queue. A camera's frames are segmented one at a time and in
  * order, at most `max_fps` a second; cameras take turns by the age of their waiting frame.
  */
-export class Pipeline implements CameraProvider {
+export class CameraScheduler implements CameraProvider {
   private readonly slots = new Map<string, Slot>();
   private readonly controller = new AbortController();
   private readonly inFlight = new Set<Promise<void>>();
@@ -92,7 +92,7 @@ export class Pipeline implements CameraProvider {
 
   constructor(
     private readonly entries: SourceEntry[],
-    private readonly options: PipelineOptions,
+    private readonly options: CameraSchedulerOptions,
   ) {
     this.maxInFlight = options.maxInFlight ?? 4;
     // Configured cameras are listed before their first frame; relayed ones appear with theirs.

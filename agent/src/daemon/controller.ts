@@ -1,64 +1,72 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
-import { collectDefaultMetrics, Gauge, Registry } from "prom-client";
+import { Registry } from "prom-client";
 import { createSource } from "../capture/create.ts";
 import { SamClient } from "../client/client.ts";
 import type { Config } from "../config/schema.ts";
 import { SamEdgeError } from "../core/errors.ts";
+import type { Logger } from "../core/log.ts";
 import { createServer } from "../http/server.ts";
 import { defaultAllowedHosts } from "../http/site-guard.ts";
-import { generatedToken, isLoopbackHost } from "../http/token.ts";
+import { generatedToken } from "../http/token.ts";
 import type { SessionConfig } from "../model/sam-model.ts";
-import { loadStartModel, ModelUpdater } from "../service/model-updater.ts";
-import { brokerOptions } from "../mqtt/options.ts";
-import { isListening, startEmbeddedBroker, type EmbeddedBroker } from "../mqtt/broker.ts";
-import { discoveryConfigs, HOME_ASSISTANT_STATE_FILE, HomeAssistantDiscovery } from "../mqtt/home-assistant.ts";
-import { MqttPublisher, Topics } from "../mqtt/publisher.ts";
-import { Outbox } from "../mqtt/outbox.ts";
+import { answerModelUpdate } from "../mqtt/model-command.ts";
+import { Topics } from "../mqtt/publisher.ts";
+import { RequestHandler } from "../mqtt/requests.ts";
 import { CircuitBreaker } from "../service/breaker.ts";
 import { CloudBudget } from "../service/budget.ts";
+import type { EngineLoader } from "../service/engine.ts";
+import { EngineSlot } from "../service/engine-slot.ts";
+import { loadStartModel, ModelUpdater } from "../service/model-updater.ts";
+import { encodeResult, resultEncoding, roundMs } from "../service/result.ts";
 import { SegmentationService } from "../service/segmentation.ts";
 import { WorkerEngine } from "../service/worker-engine.ts";
-import { EngineSlot } from "../service/engine-slot.ts";
-import { overlayImage } from "../segment/formats/index.ts";
-import type { Logger } from "../core/log.ts";
-import { answerModelUpdate } from "../mqtt/model-command.ts";
-import { Pipeline, type ProcessedFrame } from "./camera-scheduler.ts";
-import { RequestHandler } from "../mqtt/requests.ts";
-import { encodeResult, printable, resultEncoding, roundMs } from "../service/result.ts";
+import { CameraScheduler, type ProcessedFrame } from "./camera-scheduler.ts";
+import type { Feature } from "./features/feature.ts";
+import { HOME_ASSISTANT_STATE_FILE, homeAssistant } from "./features/home-assistant.ts";
+import { daemonMetrics } from "./features/metrics.ts";
+import { mqttResults } from "./features/mqtt-results.ts";
+import { overlays } from "./features/overlays.ts";
+import { printResults } from "./features/print.ts";
+import { statsPublisher } from "./features/stats.ts";
+import type { EmbeddedBroker } from "../mqtt/broker.ts";
+import { brokerFor, mqttLink, type MqttLink } from "./mqtt-link.ts";
+import { ResultBus, type ResultEvent } from "./results.ts";
 
 export interface ControllerOptions {
-  /** Where --print lines go. */
+  /** Where --print lines go (stdout unless set). */
   print?: (line: string) => void;
+  /** How models are loaded: in a worker thread (the default), or in this thread (tests). */
+  load?: EngineLoader;
 }
 
 /** How long a stop waits for the broker to take the outbox before leaving it for the next start. */
 const FLUSH_TIMEOUT_MS = 5000;
 
 /**
- * The daemon: one of each part, wired once. Sources feed the pipeline, the pipeline runs jobs
- * through the router on the one engine, results go to the publisher (and stdout with --print);
- * the HTTP API shares the engine and the cameras. The engine lives in a slot that model updates
- * (HTTP or MQTT) swap a new one into.
+ * The daemon's composition root, as Zigbee2MQTT's controller: it builds the core parts once
+ * (the segmentation service with its model and updater, the camera scheduler, the MQTT link,
+ * the HTTP API) and starts the features, which listen to results and report them (MQTT
+ * results, --print, overlays, stats, Prometheus, Home Assistant). A camera frame's way:
+ * source -> scheduler -> service -> ResultBus -> features.
  */
 export class Controller {
   readonly runId = Date.now().toString(36);
   readonly registry = new Registry();
+  readonly results = new ResultBus();
   mqttUrl: string | undefined;
   httpUrl: string | undefined;
-  private broker: EmbeddedBroker | undefined;
-  private publisher: MqttPublisher | undefined;
-  private http: FastifyInstance | undefined;
-  private statsTimer: NodeJS.Timeout | undefined;
-  private pipeline!: Pipeline;
   private service!: SegmentationService;
+  private updater!: ModelUpdater;
+  private scheduler!: CameraScheduler;
+  private mqtt: MqttLink | undefined;
+  private broker: EmbeddedBroker | undefined;
+  private http: FastifyInstance | undefined;
+  private features: Feature[] = [];
   private topics: Topics;
-  private slot: EngineSlot | undefined;
   /** The first model's load (a later update does not change it). */
   private firstModel: Promise<unknown> = Promise.resolve();
-  private updater!: ModelUpdater;
-  private outbox: Outbox | undefined;
   private stopping: Promise<void> | undefined;
 
   private constructor(
@@ -83,14 +91,37 @@ export class Controller {
   private async startParts(): Promise<void> {
     const { config, log } = this;
     await mkdir(config.state_dir, { recursive: true });
+    this.startModel();
+    const { broker, client } = await brokerFor(config, log);
+    this.broker = broker;
+    const sources = config.cameras.filter((c) => c.enabled).map((settings) => ({ settings, source: createSource(settings, { url: config.mqtt.url, client }) }));
+    this.scheduler = new CameraScheduler(sources, { service: this.service, defaultRoute: config.routing.default_route, log, onResult: (p) => this.onResult(p) });
+    if (config.mqtt.enabled) {
+      const requests = new RequestHandler({ service: this.service, cameras: this.scheduler, config, topicFor: (id) => this.topics.response(id) });
+      this.mqtt = await mqttLink(config, log, this.topics, client, {
+        ...(config.mqtt.requests ? { onRequest: (r) => requests.answer(r.payload, r.expiresAt) } : {}),
+        ...(config.model.update.mqtt ? { onModelUpdate: (r) => answerModelUpdate(this.updater, r.payload, (id) => this.topics.response(id)) } : {}),
+      });
+      this.mqttUrl = config.mqtt.url;
+    }
+    this.features = this.featuresFor(config);
+    for (const feature of this.features) await feature.start();
+    this.mqtt?.publisher.start();
+    if (config.http.enabled) await this.startHttp();
+    this.scheduler.start();
+  }
+
+  /** The model (in a worker thread), the slot updates swap models into, the updater and the service in front. */
+  private startModel(): void {
+    const { config, log } = this;
     const session: SessionConfig = {
       intraOpThreads: config.model.threads,
       graphOptimizationLevel: config.model.graph_optimization,
       executionProviders: config.model.execution_providers,
       spinWait: config.model.spin_wait,
     };
-    // The model runs in a worker thread: HTTP, MQTT and the watchdog stay live while it works.
-    const engine = loadStartModel(config.state_dir, config.model.dir, session, log, WorkerEngine.load);
+    const load = this.options.load ?? WorkerEngine.load;
+    const engine = loadStartModel(config.state_dir, config.model.dir, session, log, load);
     engine.then(
       (e) => log.info(`model ${e.model.manifest.name} loaded from ${e.model.dir}`),
       (err: Error) =>
@@ -98,7 +129,6 @@ export class Controller {
     );
     this.firstModel = engine;
     const slot = new EngineSlot(engine);
-    this.slot = slot;
     const update = config.model.update;
     this.updater = new ModelUpdater({
       slot,
@@ -109,7 +139,7 @@ export class Controller {
       fetchPolicy: { allowedHosts: update.allowed_hosts },
       log,
       registry: this.registry,
-      load: WorkerEngine.load,
+      load,
     });
     const cloud = config.cloud;
     this.service = new SegmentationService({
@@ -128,100 +158,55 @@ export class Controller {
           }
         : {}),
     });
-
-    let protocol = config.mqtt.protocol_version;
-    if (config.mqtt.enabled) {
-      const url = new URL(config.mqtt.url);
-      const port = Number(url.port || (url.protocol === "mqtts:" ? 8883 : 1883));
-      const local = isLoopbackHost(url.hostname);
-      const embedded = config.mqtt.embedded_broker;
-      if (embedded === "always" || (embedded === "auto" && local && !(await isListening(url.hostname, port)))) {
-        this.broker = await startEmbeddedBroker(url.hostname, port);
-        // aedes speaks MQTT 3.1.1: requests are answered on the reply topic rather than MQTT 5's response topic.
-        protocol = 4;
-        log.info(`mqtt: no broker listened on ${url.hostname}:${port}; started an embedded one (aedes, MQTT 3.1.1)`);
-      }
-      this.mqttUrl = config.mqtt.url;
-    }
-    const client = { ...brokerOptions(config.mqtt, protocol), clientId: config.mqtt.client_id ?? `sam-edge-${config.device_id}` };
-
-    this.pipeline = new Pipeline(
-      config.cameras.filter((c) => c.enabled).map((settings) => ({ settings, source: createSource(settings, { url: config.mqtt.url, client }) })),
-      { service: this.service, defaultRoute: config.routing.default_route, log, onResult: (p) => this.onResult(p) },
-    );
-
-    if (config.mqtt.enabled) {
-      const outbox = await Outbox.open(
-        join(config.state_dir, "outbox"),
-        { maxMessages: config.mqtt.outbox.max_messages, maxBytes: config.mqtt.outbox.max_bytes, fsync: config.mqtt.outbox.fsync },
-        {
-          onDrop: (message, dropped) => {
-            if (dropped <= 5 || dropped % 100 === 0) log.warn(`outbox full: dropped the oldest message (${message.topic}); ${dropped} dropped since start`);
-          },
-          onReject: (file, reason, rejected) => log.warn(`outbox: ${file} can never be sent (${reason}); moved aside, delivery goes on (${rejected} rejected since start)`),
-        },
-      );
-      if (outbox.depth > 0) log.info(`outbox: ${outbox.depth} results from an earlier run wait to be sent`);
-      const requests = new RequestHandler({ service: this.service, cameras: this.pipeline, config, topicFor: (id) => this.topics.response(id) });
-      // Also when discovery is off: what an earlier run announced is then removed.
-      const discovery = new HomeAssistantDiscovery({
-        configs: discoveryConfigs(config, this.topics),
-        stateFile: join(config.state_dir, HOME_ASSISTANT_STATE_FILE),
-        publish: (topic, payload) => this.publisher!.publishRetained(topic, payload),
-        log,
-      });
-      if (config.mqtt.home_assistant.enabled && !config.results.overlay) log.info("home assistant: no camera entities, since results.overlay is off");
-      this.publisher = new MqttPublisher({
-        url: config.mqtt.url,
-        client,
-        topics: this.topics,
-        outbox,
-        log,
-        onConnect: () => void discovery.sync(),
-        ...(config.mqtt.response_topic_prefix ? { responsePrefix: config.mqtt.response_topic_prefix } : {}),
-        ...(config.mqtt.requests ? { onRequest: (r) => requests.answer(r.payload, r.expiresAt) } : {}),
-        ...(update.mqtt ? { onModelUpdate: (r) => answerModelUpdate(this.updater, r.payload, (id) => this.topics.response(id)) } : {}),
-      });
-      this.outbox = outbox;
-      this.publisher.start();
-      this.statsTimer = setInterval(() => this.publishStats(), config.mqtt.stats_interval_s * 1000);
-      this.statsTimer.unref();
-    }
-    this.registerMetrics();
-
-    if (config.http.enabled) {
-      const generated = config.http.token ? undefined : await generatedToken(config.state_dir, config.http.host);
-      const token = config.http.token ?? generated?.token;
-      this.http = await createServer({
-        service: this.service,
-        models: { updater: this.updater, allowUpdates: update.http },
-        cameras: this.pipeline,
-        registry: this.registry,
-        datasetDir: join(config.state_dir, "dataset"),
-        ...(token ? { token } : {}),
-        rateLimitPerMinute: config.http.rate_limit_per_minute,
-        site: { allowedHosts: [...defaultAllowedHosts(config.http.host), ...config.http.allowed_hosts], allowedOrigins: config.http.allowed_origins },
-        requestTimeoutMs: config.http.request_timeout_ms,
-        log,
-      });
-      try {
-        await this.http.listen({ host: config.http.host, port: config.http.port });
-      } catch (err) {
-        throw new SamEdgeError(
-          "CONFIG_INVALID",
-          `http.port: the HTTP API cannot listen on ${config.http.host}:${config.http.port} (${(err as Error).message}); set another http.port (SAM_EDGE_HTTP_PORT) or http.enabled=false`,
-        );
-      }
-      const address = this.http.server.address();
-      if (address && typeof address === "object") this.httpUrl = `http://${address.family === "IPv6" ? `[${address.address}]` : address.address}:${address.port}`;
-      if (generated?.created) {
-        log.info(`http: the API is reachable from the network and no http.token is set, so it wants this one (kept in ${generated.file}): open ${this.httpUrl}/#token=${generated.token}`);
-      } else if (generated) log.info(`http: the API wants the token kept in ${generated.file} (no http.token is set)`);
-    }
-    this.pipeline.start();
   }
 
-  /** Resolves once the model has loaded or failed to: its load blocks the event loop, so systemd's READY waits for it. */
+  /** In the order results reach them: on disk for MQTT before printed. */
+  private featuresFor(config: Config): Feature[] {
+    const mqtt = this.mqtt;
+    const features: Feature[] = [];
+    if (mqtt) features.push(mqttResults(this.results, mqtt.publisher, this.topics));
+    if (config.print_results) features.push(printResults(this.results, this.options.print));
+    if (mqtt && config.results.overlay) features.push(overlays(this.results, mqtt.publisher, this.topics));
+    if (mqtt) {
+      features.push(statsPublisher(mqtt.publisher, this.topics, config.mqtt.stats_interval_s, () => this.stats()));
+      features.push(homeAssistant(config, this.topics, mqtt.publisher, join(config.state_dir, HOME_ASSISTANT_STATE_FILE), this.log));
+    }
+    features.push(daemonMetrics(this.registry, this.scheduler, this.service, mqtt?.outbox));
+    return features;
+  }
+
+  private async startHttp(): Promise<void> {
+    const { config, log } = this;
+    const generated = config.http.token ? undefined : await generatedToken(config.state_dir, config.http.host);
+    const token = config.http.token ?? generated?.token;
+    this.http = await createServer({
+      service: this.service,
+      models: { updater: this.updater, allowUpdates: config.model.update.http },
+      cameras: this.scheduler,
+      registry: this.registry,
+      datasetDir: join(config.state_dir, "dataset"),
+      ...(token ? { token } : {}),
+      rateLimitPerMinute: config.http.rate_limit_per_minute,
+      site: { allowedHosts: [...defaultAllowedHosts(config.http.host), ...config.http.allowed_hosts], allowedOrigins: config.http.allowed_origins },
+      requestTimeoutMs: config.http.request_timeout_ms,
+      log,
+    });
+    try {
+      await this.http.listen({ host: config.http.host, port: config.http.port });
+    } catch (err) {
+      throw new SamEdgeError(
+        "CONFIG_INVALID",
+        `http.port: the HTTP API cannot listen on ${config.http.host}:${config.http.port} (${(err as Error).message}); set another http.port (SAM_EDGE_HTTP_PORT) or http.enabled=false`,
+      );
+    }
+    const address = this.http.server.address();
+    if (address && typeof address === "object") this.httpUrl = `http://${address.family === "IPv6" ? `[${address.address}]` : address.address}:${address.port}`;
+    if (generated?.created) {
+      log.info(`http: the API is reachable from the network and no http.token is set, so it wants this one (kept in ${generated.file}): open ${this.httpUrl}/#token=${generated.token}`);
+    } else if (generated) log.info(`http: the API wants the token kept in ${generated.file} (no http.token is set)`);
+  }
+
+  /** Resolves once the model has loaded or failed to (systemd's READY waits for it). */
   modelSettled(): Promise<void> {
     return this.firstModel.then(
       () => undefined,
@@ -231,80 +216,28 @@ export class Controller {
 
   /** Resolves when every source has ended (only finite sources do: folders without loop). */
   finished(): Promise<void> {
-    return this.pipeline.finished();
+    return this.scheduler.finished();
   }
 
+  /** What the `stats` topic carries. */
   stats(): Record<string, unknown> {
+    const { model, update } = this.updater.status();
+    const outbox = this.mqtt?.outbox;
     return {
       device: this.config.device_id,
       at: new Date().toISOString(),
-      cameras: this.pipeline.stats(),
+      cameras: this.scheduler.stats(),
       router: this.service.stats,
       // Left out while the model loads, or when it failed to.
-      engine: this.slot?.engine?.cacheStats,
-      model: this.modelStats(),
-      mqtt: this.publisher && this.outbox ? { connected: this.publisher.connected, outbox: { depth: this.outbox.depth, bytes: this.outbox.bytes, dropped: this.outbox.dropped, rejected: this.outbox.rejected } } : undefined,
+      engine: this.service.engine?.cacheStats,
+      model: { name: model?.name, id: model?.id, ...(update.last ? { last_update: { result: update.last.result, at: update.last.finished_at, error: update.last.error } } : {}) },
+      mqtt: this.mqtt && outbox ? { connected: this.mqtt.publisher.connected, outbox: { depth: outbox.depth, bytes: outbox.bytes, dropped: outbox.dropped, rejected: outbox.rejected } } : undefined,
       memory_mb: Math.round(process.memoryUsage().rss / 1048576),
     };
   }
 
-
-  private modelStats(): Record<string, unknown> {
-    const { model, update } = this.updater.status();
-    return { name: model?.name, id: model?.id, ...(update.last ? { last_update: { result: update.last.result, at: update.last.finished_at, error: update.last.error } } : {}) };
-  }
-
-  private publishStats(): void {
-    this.publisher?.publishVolatile(this.topics.stats, JSON.stringify(this.stats()));
-  }
-
-  private registerMetrics(): void {
-    const outbox = this.outbox;
-    const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry });
-    const pipeline = this.pipeline;
-    const service = this.service;
-    const perCamera = (name: string, help: string, read: (s: ReturnType<Pipeline["stats"]>[string]) => number) =>
-      new Gauge({
-        name,
-        help,
-        labelNames: ["camera"],
-        registers,
-        collect() {
-          for (const [camera, s] of Object.entries(pipeline.stats())) this.set({ camera }, read(s));
-        },
-      });
-    perCamera("sam_edge_frames_received_total", "Frames delivered by each camera", (s) => s.frames);
-    perCamera("sam_edge_frames_processed_total", "Frames segmented and published", (s) => s.processed);
-    perCamera("sam_edge_frames_dropped_total", "Frames replaced by a newer one before the engine got to them", (s) => s.dropped);
-    perCamera("sam_edge_frames_corrupt_total", "Frames skipped as corrupt, truncated or too large", (s) => s.corrupt);
-    new Gauge({
-      name: "sam_edge_outbox_depth",
-      help: "Results waiting on disk for the broker",
-      registers,
-      collect() {
-        this.set(outbox?.depth ?? 0);
-      },
-    });
-    new Gauge({
-      name: "sam_edge_outbox_rejected_total",
-      help: "Outbox files moved to outbox/rejected since start: unreadable, or a topic no broker takes",
-      registers,
-      collect() {
-        this.set(outbox?.rejected ?? 0);
-      },
-    });
-    new Gauge({
-      name: "sam_edge_cloud_calls_left",
-      help: "Cloud calls left in this month's budget (-1: no cloud configured)",
-      registers,
-      collect() {
-        this.set(service.stats.cloudCallsLeft ?? -1);
-      },
-    });
-  }
-
-  private async onResult({ frame, result, queueMs }: ProcessedFrame): Promise<void> {
+  /** A camera frame's result, encoded once and handed to the features. */
+  private async onResult({ frame, settings, result, queueMs }: ProcessedFrame): Promise<void> {
     const started = performance.now();
     // Waiting for the scheduler and then in the service's queue, together.
     const body = await encodeResult(result, resultEncoding(this.config.results), { queueMs: queueMs + (result.timings.queueMs ?? 0) });
@@ -320,22 +253,16 @@ export class Controller {
       captured_at: frame.capturedAt.toISOString(),
       ...body,
     };
-    // Queued before printed: a printed result is on disk, whatever happens to the process next.
-    await this.publisher?.publishDurable(this.topics.result(frame.cameraId), Buffer.from(JSON.stringify(message)));
-    if (this.config.print_results) (this.options.print ?? ((l: string) => process.stdout.write(l + "\n")))(printable(message));
-    if (!this.publisher) return;
-    if (this.config.results.overlay && this.publisher.connected) {
-      const jpeg = await overlayImage(frame.bytes, result.masks.map((m) => m.mask));
-      this.publisher.publishVolatile(this.topics.overlay(frame.cameraId), jpeg, true);
-    }
+    const event: ResultEvent = { frame, settings, result, message };
+    await this.results.emit(event);
   }
 
   /** Drains in-flight frames, flushes the outbox, says offline, closes everything. Idempotent. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
-      clearInterval(this.statsTimer);
-      await this.pipeline?.stop();
-      await this.publisher?.stop(FLUSH_TIMEOUT_MS);
+      await this.scheduler?.stop();
+      for (const feature of [...this.features].reverse()) await feature.stop();
+      await this.mqtt?.publisher.stop(FLUSH_TIMEOUT_MS);
       await this.http?.close();
       await this.broker?.close();
       await this.service?.close().catch((err: Error) => this.log.warn(`releasing the model failed: ${err.message}`));

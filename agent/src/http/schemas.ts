@@ -4,6 +4,7 @@
  * keyword rewrites its schema in place when it is compiled.
  */
 import { MAX_BATCH } from "./limits.ts";
+import { everythingObjectSchema } from "../config/everything.ts";
 
 const file = (description: string) => ({ isFile: true, description });
 
@@ -122,11 +123,8 @@ export const everythingSchema = () => ({
     properties: {
       image: oneOrMoreFiles("JPEG, PNG or WebP, at most 25 MB"),
       camera: cameras(),
-      points_per_side: { type: "integer", minimum: 4, maximum: 64, description: "grid density: 4 (coarse) to 64 (fine); default 32" },
-      pred_iou_thresh: { type: "number", minimum: 0, maximum: 1 },
-      stability_score_thresh: { type: "number", minimum: 0, maximum: 1 },
-      box_nms_thresh: { type: "number", minimum: 0, maximum: 1 },
-      min_mask_region_area: { type: "integer", minimum: 0 },
+      // Left out: the model's calibrated values (its manifest), else config/everything.ts's defaults.
+      ...everythingObjectSchema().properties,
       return_overlay: { type: "boolean", default: false },
     },
   },

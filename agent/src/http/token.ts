@@ -1,15 +1,11 @@
 import { randomBytes } from "node:crypto";
 import { chmod, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { isLoopbackHost } from "../core/net.ts";
 
 /** Where the agent keeps the token it made itself (0600, in the state dir). */
 export const TOKEN_FILE = "http-token";
 
-const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1", "[::1]"]);
-
-export function isLoopbackHost(host: string): boolean {
-  return LOOPBACK.has(host.toLowerCase()) || /^127\./.test(host);
-}
 
 /**
  * The token the HTTP API wants when the owner configured none. On loopback none is needed

@@ -1,17 +1,5 @@
+import { everythingProblem, type EverythingSettings } from "../config/everything.ts";
 import { SamEdgeError } from "../core/errors.ts";
-
-/**
- * Everything mode's settings a model may carry, calibrated for it (a model whose predicted IoUs
- * run lower than SAM's needs a lower pred_iou_thresh than SAM's 0.88). Written snake_case in
- * manifest.json, as the HTTP API names them.
- */
-export interface EverythingSettings {
-  pointsPerSide: number;
-  pointsPerBatch: number;
-  predIouThresh: number;
-  stabilityScoreThresh: number;
-  boxNmsThresh: number;
-}
 
 /**
  * What a model folder says about itself (`manifest.json`). Only the files are required. A
@@ -37,6 +25,10 @@ export interface ModelManifest {
   source?: string;
   /** sha256 of each file, by path; checked at load when present. */
   sha256?: Record<string, string>;
+  /**
+   * Everything mode's settings calibrated for this model (one whose predicted IoUs run lower
+   * than SAM's needs a lower pred_iou_thresh than SAM's 0.88), as config/everything.ts names them.
+   */
   everything?: Partial<EverythingSettings>;
 }
 
@@ -63,27 +55,13 @@ export function isModelPath(path: unknown): path is string {
   return path.split("/").every((seg) => seg !== "" && seg !== "." && seg !== "..");
 }
 
-const EVERYTHING_KEYS: Record<string, { key: keyof EverythingSettings; integer?: [number, number] }> = {
-  points_per_side: { key: "pointsPerSide", integer: [1, 64] },
-  points_per_batch: { key: "pointsPerBatch", integer: [1, 1024] },
-  pred_iou_thresh: { key: "predIouThresh" },
-  stability_score_thresh: { key: "stabilityScoreThresh" },
-  box_nms_thresh: { key: "boxNmsThresh" },
-};
-
 function parseEverything(where: string, raw: unknown): Partial<EverythingSettings> {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw invalid(where, `"everything" must be an object of Everything-mode settings`);
-  const settings: Partial<EverythingSettings> = {};
-  for (const [name, value] of Object.entries(raw)) {
-    const spec = EVERYTHING_KEYS[name];
-    if (!spec) throw invalid(where, `"everything" has an unknown key "${name}"; known: ${Object.keys(EVERYTHING_KEYS).join(", ")}`);
-    const ok = spec.integer
-      ? Number.isInteger(value) && (value as number) >= spec.integer[0] && (value as number) <= spec.integer[1]
-      : typeof value === "number" && value >= 0 && value <= 1;
-    if (!ok) throw invalid(where, `"everything.${name}" must be ${spec.integer ? `an integer from ${spec.integer[0]} to ${spec.integer[1]}` : "a number from 0 to 1"}`);
-    settings[spec.key] = value as number;
+  for (const [key, value] of Object.entries(raw)) {
+    const problem = everythingProblem(key, value);
+    if (problem) throw invalid(where, `"everything": ${problem}`);
   }
-  return settings;
+  return raw as Partial<EverythingSettings>;
 }
 
 /** Checks a parsed manifest; `where` names it (a path or a URL) in the errors. */

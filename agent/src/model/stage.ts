@@ -6,10 +6,10 @@ import { Readable, Transform } from "node:stream";
 import type { ReadableStream } from "node:stream/web";
 import { pipeline } from "node:stream/promises";
 import { isSamEdgeError, SamEdgeError, type ErrorCode } from "../core/errors.ts";
-import { manifestFiles, parseManifest, type ModelManifest } from "./manifest.ts";
 import { realPathInside } from "../core/files.ts";
 import { jsonSyntaxProblem } from "../core/json.ts";
 import { FetchRefused, PolicedFetch, type FetchPolicy } from "./fetch-policy.ts";
+import { manifestFiles, parseManifest, type ModelManifest } from "./manifest.ts";
 
 /** Where a model update comes from: a folder on this box, or a web folder holding manifest.json and the files it names. */
 export type ModelSource = { kind: "folder"; dir: string } | { kind: "url"; base: URL };

@@ -62,8 +62,6 @@ export interface PublisherOptions {
   topics: Topics;
   outbox: Outbox;
   log: Logger;
-  /** Called on every connect, after `online` is published. */
-  onConnect?: () => void;
   /** Answers segment requests; unset leaves the request topic unsubscribed. */
   onRequest?: RequestAnswerer;
   /** Answers model update commands; unset leaves their topic unsubscribed. */
@@ -88,8 +86,14 @@ export class MqttPublisher {
   private sending: Promise<void> | undefined;
   private closing = false;
   private drained: (() => void)[] = [];
+  private readonly connectListeners: (() => void)[] = [];
 
   constructor(private readonly options: PublisherOptions) {}
+
+  /** Runs `listener` on every connect, after `online` is published (Home Assistant's discovery is sent again then). */
+  onConnect(listener: () => void): void {
+    this.connectListeners.push(listener);
+  }
 
   get connected(): boolean {
     return this.client?.connected ?? false;
@@ -115,7 +119,7 @@ export class MqttPublisher {
       wasConnected = true;
       client.publish(topics.status, STATUS_ONLINE, { qos: 1, retain: true });
       if (answerers.size > 0) client.subscribe([...answerers.keys()], { qos: 1 });
-      this.options.onConnect?.();
+      for (const listener of this.connectListeners) listener();
       this.kick();
     });
     client.on("offline", () => log.warn(`mqtt: ${this.options.url} unreachable; results wait in the outbox (${this.options.outbox.depth} queued)`));

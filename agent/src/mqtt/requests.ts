@@ -37,7 +37,7 @@ interface Props {
 }
 
 /** The request schema is built from the camera schema's own pieces, so the two never disagree. */
-function compileRequestSchema(): { validate: (data: unknown) => boolean; everythingDefaults: CameraConfig["everything"] } {
+function compileRequestSchema(): { validate: (data: unknown) => boolean } {
   const camera = ((configSchema().properties as Record<string, { items: Props }>).cameras!.items as Props).properties;
   const pick = (key: string) => {
     const { default: _default, ...rest } = camera[key]!;
@@ -54,14 +54,12 @@ function compileRequestSchema(): { validate: (data: unknown) => boolean; everyth
       prompts: pick("prompts"),
       coordinates: pick("coordinates"),
       mode: pick("mode"),
-      everything: { type: "object", additionalProperties: false, properties: Object.fromEntries(Object.entries(everything.properties).map(([k, v]) => [k, { ...v, default: undefined }])) },
+      everything: { ...everything, default: undefined },
       multimask: pick("multimask"),
       route: camera.route,
     },
   };
-  const everythingDefaults = {} as CameraConfig["everything"];
-  new Ajv({ useDefaults: true, strict: false }).compile(camera.everything!)(everythingDefaults);
-  return { validate: new Ajv({ allErrors: true, strict: false }).compile(schema), everythingDefaults };
+  return { validate: new Ajv({ allErrors: true, strict: false }).compile(schema) };
 }
 
 export class RequestHandler {
@@ -112,7 +110,8 @@ export class RequestHandler {
         prompts: prompts ?? [],
         coordinates: request.coordinates ?? (request.prompts ? "pixels" : (base?.coordinates ?? "pixels")),
         multimask: request.multimask ?? base?.multimask ?? false,
-        everything: { ...(base?.everything ?? this.schema.everythingDefaults), ...request.everything },
+        // What both leave out comes from the model (its manifest), then the defaults.
+        everything: { ...base?.everything, ...request.everything },
         route: request.route ?? base?.route ?? this.deps.config.routing.default_route,
       });
       const body = await encodeResult(result, resultEncoding(this.deps.config.results), { totalMs: performance.now() - start });

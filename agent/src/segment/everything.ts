@@ -1,4 +1,5 @@
 import sharp from "sharp";
+import { EVERYTHING_DEFAULTS, everythingProblem, type EverythingKey } from "../config/everything.ts";
 import { SamEdgeError } from "../core/errors.ts";
 import type { SegmentEngine, ImageEmbedding, MaskResult } from "./engine.ts";
 import { maskBBox, type BBox, type BinaryMask } from "./mask.ts";
@@ -25,13 +26,14 @@ export interface EverythingOptions {
   forceLoop: boolean;
 }
 
+/** The shared settings' defaults (config/everything.ts), and SAM's crop settings. */
 export const DEFAULT_EVERYTHING_OPTIONS: EverythingOptions = {
-  pointsPerSide: 32,
-  pointsPerBatch: 64,
-  predIouThresh: 0.88,
-  stabilityScoreThresh: 0.95,
-  boxNmsThresh: 0.7,
-  minMaskRegionArea: 0,
+  pointsPerSide: EVERYTHING_DEFAULTS.points_per_side,
+  pointsPerBatch: EVERYTHING_DEFAULTS.points_per_batch,
+  predIouThresh: EVERYTHING_DEFAULTS.pred_iou_thresh,
+  stabilityScoreThresh: EVERYTHING_DEFAULTS.stability_score_thresh,
+  boxNmsThresh: EVERYTHING_DEFAULTS.box_nms_thresh,
+  minMaskRegionArea: EVERYTHING_DEFAULTS.min_mask_region_area,
   cropNLayers: 0,
   cropOverlapRatio: 512 / 1500,
   cropNmsThresh: 0.7,
@@ -64,12 +66,18 @@ interface Candidate {
 
 export function validateEverythingOptions(o: EverythingOptions): void {
   const bad = (m: string) => new SamEdgeError("PROMPT_INVALID", m);
-  if (!Number.isInteger(o.pointsPerSide) || o.pointsPerSide < 1 || o.pointsPerSide > 64) throw bad(`points_per_side must be an integer from 1 to 64, got ${o.pointsPerSide}`);
-  if (!Number.isInteger(o.pointsPerBatch) || o.pointsPerBatch < 1 || o.pointsPerBatch > 1024) throw bad(`points_per_batch must be an integer from 1 to 1024`);
-  for (const [k, v] of [["pred_iou_thresh", o.predIouThresh], ["stability_score_thresh", o.stabilityScoreThresh], ["box_nms_thresh", o.boxNmsThresh]] as const) {
-    if (!Number.isFinite(v) || v < 0 || v > 1) throw bad(`${k} must be a number from 0 to 1, got ${v}`);
+  const shared: Record<EverythingKey, number> = {
+    points_per_side: o.pointsPerSide,
+    points_per_batch: o.pointsPerBatch,
+    pred_iou_thresh: o.predIouThresh,
+    stability_score_thresh: o.stabilityScoreThresh,
+    box_nms_thresh: o.boxNmsThresh,
+    min_mask_region_area: o.minMaskRegionArea,
+  };
+  for (const [key, value] of Object.entries(shared)) {
+    const problem = everythingProblem(key, value);
+    if (problem) throw bad(problem.replace(/^"(\w+)"/, "$1"));
   }
-  if (!Number.isInteger(o.minMaskRegionArea) || o.minMaskRegionArea < 0) throw bad(`min_mask_region_area must be a whole number of pixels`);
   if (!Number.isInteger(o.cropNLayers) || o.cropNLayers < 0 || o.cropNLayers > 3) throw bad(`crop_n_layers must be 0, 1, 2 or 3`);
   if (!(o.cropOverlapRatio >= 0 && o.cropOverlapRatio < 1)) throw bad(`crop_overlap_ratio must be at least 0 and below 1`);
   if (!(o.cropNmsThresh >= 0 && o.cropNmsThresh <= 1)) throw bad(`crop_nms_thresh must be a number from 0 to 1`);

@@ -2,6 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { Counter, Histogram, type Registry } from "prom-client";
 import { SamApiError, type SamClient } from "../client/client.ts";
 import type { ApiMask, ApiRle } from "../client/types.ts";
+import { everythingSettings } from "../config/everything.ts";
 import type { CameraPrompt, EverythingSettings, RouteMode } from "../config/schema.ts";
 import { isSamEdgeError, SamEdgeError } from "../core/errors.ts";
 import type { SegmentResult, Timings } from "../segment/engine.ts";
@@ -13,7 +14,7 @@ import type { Prompt } from "../segment/prompts.ts";
 import type { CircuitBreaker } from "./breaker.ts";
 import type { CloudBudget } from "./budget.ts";
 import { CloudError } from "./cloud-errors.ts";
-import type { Engine } from "./engine.ts";
+import type { Engine, ModelInfo } from "./engine.ts";
 import { EngineSlot, type EngineSource } from "./engine-slot.ts";
 import { DEFAULT_QUEUE_LIMITS, FairQueue, SOURCES, type QueueLimit, type QueueStats, type Source } from "./queue.ts";
 
@@ -117,14 +118,16 @@ export function toPixelPrompts(prompts: CameraPrompt[], coordinates: SegmentJob[
   }));
 }
 
-/** Everything settings as the engine's options: what the job leaves out falls to the engine's defaults. */
-function everythingOptions(e: Partial<EverythingSettings> = {}): Partial<EverythingOptions> {
+/** The engine's options for a job: its settings over the model's calibrated ones over the defaults. */
+function everythingOptions(model: ModelInfo, job: Partial<EverythingSettings> | undefined): Partial<EverythingOptions> {
+  const e = everythingSettings(model.manifest.everything, job);
   return {
-    ...(e.points_per_side !== undefined ? { pointsPerSide: e.points_per_side } : {}),
-    ...(e.pred_iou_thresh !== undefined ? { predIouThresh: e.pred_iou_thresh } : {}),
-    ...(e.stability_score_thresh !== undefined ? { stabilityScoreThresh: e.stability_score_thresh } : {}),
-    ...(e.box_nms_thresh !== undefined ? { boxNmsThresh: e.box_nms_thresh } : {}),
-    ...(e.min_mask_region_area !== undefined ? { minMaskRegionArea: e.min_mask_region_area } : {}),
+    pointsPerSide: e.points_per_side,
+    pointsPerBatch: e.points_per_batch,
+    predIouThresh: e.pred_iou_thresh,
+    stabilityScoreThresh: e.stability_score_thresh,
+    boxNmsThresh: e.box_nms_thresh,
+    minMaskRegionArea: e.min_mask_region_area,
   };
 }
 
@@ -246,7 +249,7 @@ export class SegmentationService {
 
   private async runLocally(engine: Engine, job: SegmentJob): Promise<SegmentationResult> {
     if (job.mode === "everything") {
-      const r = await engine.everything(job.bytes, everythingOptions(job.everything));
+      const r = await engine.everything(job.bytes, everythingOptions(engine.model, job.everything));
       return {
         route: "local",
         width: r.width,
@@ -287,7 +290,7 @@ export class SegmentationService {
       const masks: ResultMask[] = [];
       if (job.mode === "everything") {
         // The hosted API takes 4 points per side at the least.
-        const pointsPerSide = Math.max(4, job.everything?.points_per_side ?? 16);
+        const pointsPerSide = Math.max(4, everythingSettings(job.everything).points_per_side);
         const r = await this.call(cloud, () => cloud.client.everything(job.bytes, { pointsPerSide }));
         for (const m of r.masks) masks.push({ ...(await fromApi(m)), ...(m.point ? { point: m.point } : {}) });
       } else {

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import type { BatchResult, EverythingResult, InteractiveResult } from "../../client/types.ts";
-import type { EverythingSettings } from "../../config/schema.ts";
+import { EVERYTHING_SCHEMA, type EverythingKey, type EverythingSettings } from "../../config/everything.ts";
 import { SamEdgeError } from "../../core/errors.ts";
 import { encodeRle, overlayImage } from "../../segment/formats/index.ts";
 import { validatePromptShape, type Box, type Point, type Prompt } from "../../segment/prompts.ts";
@@ -18,12 +18,7 @@ interface InteractiveBody extends SourceFields {
   return_overlay: boolean;
 }
 
-interface EverythingBody extends SourceFields {
-  points_per_side?: number;
-  pred_iou_thresh?: number;
-  stability_score_thresh?: number;
-  box_nms_thresh?: number;
-  min_mask_region_area?: number;
+interface EverythingBody extends SourceFields, Partial<EverythingSettings> {
   return_overlay: boolean;
 }
 
@@ -159,13 +154,7 @@ export const segmentRoutes: FastifyPluginAsync = async (app) => {
   app.post<{ Body: EverythingBody }>("/v1/segment/everything", { schema: everythingSchema(), preValidation: requireMultipart }, async (request, reply) => {
     const items = sources(request.body, app.cameras);
     const body = request.body;
-    const everything: Partial<EverythingSettings> = {
-      ...(body.points_per_side !== undefined ? { points_per_side: body.points_per_side } : {}),
-      ...(body.pred_iou_thresh !== undefined ? { pred_iou_thresh: body.pred_iou_thresh } : {}),
-      ...(body.stability_score_thresh !== undefined ? { stability_score_thresh: body.stability_score_thresh } : {}),
-      ...(body.box_nms_thresh !== undefined ? { box_nms_thresh: body.box_nms_thresh } : {}),
-      ...(body.min_mask_region_area !== undefined ? { min_mask_region_area: body.min_mask_region_area } : {}),
-    };
+    const everything = Object.fromEntries(Object.keys(EVERYTHING_SCHEMA).flatMap((k) => (body[k as EverythingKey] === undefined ? [] : [[k, body[k as EverythingKey]]])));
     const signal = clientGone(request);
     const result = await answer(
       items,

@@ -1,10 +1,11 @@
 import { readFile, rename, rm, stat, writeFile } from "node:fs/promises";
-import { setAsideCorrupt } from "../core/state-file.ts";
-import type { Config } from "../config/schema.ts";
-import type { Logger } from "../core/log.ts";
-import { VERSION } from "../version.ts";
-import { STATUS_OFFLINE, STATUS_ONLINE, type Topics } from "./publisher.ts";
-import { jsonSyntaxProblem } from "../core/json.ts";
+import { setAsideCorrupt } from "../../core/state-file.ts";
+import type { Config } from "../../config/schema.ts";
+import type { Logger } from "../../core/log.ts";
+import { VERSION } from "../../version.ts";
+import { type MqttPublisher, STATUS_OFFLINE, STATUS_ONLINE, type Topics } from "../../mqtt/publisher.ts";
+import type { Feature } from "./feature.ts";
+import { jsonSyntaxProblem } from "../../core/json.ts";
 
 /** In the state dir: the discovery topics this agent may have left retained on the broker. */
 export const HOME_ASSISTANT_STATE_FILE = "home-assistant.json";
@@ -165,4 +166,20 @@ export class HomeAssistantDiscovery {
     await writeFile(tmp, JSON.stringify({ announced: [...topics].sort() }, null, 2) + "\n");
     await rename(tmp, stateFile);
   }
+}
+
+/**
+ * The discovery as a daemon feature: synced on every connect. Also when discovery is off, so
+ * that what an earlier run announced is removed.
+ */
+export function homeAssistant(config: Config, topics: Topics, publisher: MqttPublisher, stateFile: string, log: Logger): Feature {
+  const discovery = new HomeAssistantDiscovery({ configs: discoveryConfigs(config, topics), stateFile, publish: (topic, payload) => publisher.publishRetained(topic, payload), log });
+  return {
+    name: "home-assistant",
+    start() {
+      if (config.mqtt.home_assistant.enabled && !config.results.overlay) log.info("home assistant: no camera entities, since results.overlay is off");
+      publisher.onConnect(() => void discovery.sync());
+    },
+    stop() {},
+  };
 }

@@ -18,8 +18,8 @@ import { classifyGraph, mismatch, type DecoderSpec, type EncoderSpec } from "../
 import { manifestFiles, type ModelManifest } from "../model/manifest.ts";
 import { readGraphSignature, type GraphSignature } from "../model/onnx-io.ts";
 import { SamModel } from "../model/sam-model.ts";
-import { InProcessEngine } from "./engine.ts";
-import { selfTest } from "./self-test.ts";
+import { InProcessEngine } from "../service/engine.ts";
+import { selfTest } from "../service/self-test.ts";
 
 export const MODEL_USAGE = `  sam-edge model list [--catalog FILE]
       the published models pull knows: publisher, layout, licence, files, which box each suits

@@ -20,7 +20,7 @@ import { SamModel } from "../agent/src/model/sam-model.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
 import { encodeRle, maskToPng } from "../agent/src/segment/formats/index.ts";
 import { maskBBox, type BBox, type BinaryMask } from "../agent/src/segment/mask.ts";
-import { thresholdLogits, upsampleLowRes } from "../agent/src/segment/postprocess.ts";
+import { lowResRows, thresholdLogits } from "../agent/src/segment/postprocess.ts";
 import { loadScene, TINY_SAM_DIR } from "../test/helpers/scenes.ts";
 import { median } from "./stats.ts";
 import { wholeNumber } from "./options.ts";
@@ -46,7 +46,10 @@ const subjects: Subject[] = [];
 for (const obj of scene.objects) {
   const result = await engine.segment(scene.bytes, { points: [{ x: obj.click[0], y: obj.click[1], label: 1 }] });
   for (const m of result.masks) {
-    const logits = upsampleLowRes(m.lowRes, Math.sqrt(m.lowRes.length), model.manifest.inputSize, resized, scene);
+    // The full-size plane the threshold pass reads (the engine itself makes it a row at a time).
+    const logits = new Float32Array(scene.width * scene.height);
+    const rows = lowResRows(m.lowRes, Math.sqrt(m.lowRes.length), "sam", model.input.size, resized, scene);
+    for (let y = 0; y < scene.height; y++) rows(y, logits.subarray(y * scene.width, (y + 1) * scene.width));
     subjects.push({ logits, mask: m.mask, bbox: m.bbox, click: obj.click });
   }
 }

@@ -83,7 +83,6 @@ async function load(spec: string, setting: string, bytes: Buffer): Promise<Subje
     labels: Float32Array.of(1, -1),
     batch: 1,
     points: 2,
-    origSize: { width: image.width, height: image.height },
   };
   return { spec, setting, model, encode: () => model.encode(image), decode: () => model.decode(inputs), encoderMs: [], decoderMs: [] };
 }

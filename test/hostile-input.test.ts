@@ -3,6 +3,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/
 import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import type { FastifyInstance } from "fastify";
 import sharp from "sharp";
@@ -12,12 +13,13 @@ import { SamModel } from "../agent/src/model/sam-model.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
 import { DEFAULT_TRACE_LIMITS, encodeRle } from "../agent/src/segment/formats/index.ts";
 import type { BinaryMask } from "../agent/src/segment/mask.ts";
-import { AgentProcess } from "./helpers/agent.ts";
+import { AgentProcess, Subscriber } from "./helpers/agent.ts";
 import { form, postForm, request } from "./helpers/http.ts";
-import { freePort } from "./helpers/mosquitto.ts";
+import { freePort, Mosquitto } from "./helpers/mosquitto.ts";
 import { loadScene, TINY_SAM_DIR, type Scene } from "./helpers/scenes.ts";
 
 const exec = promisify(execFile);
+const SAMPLES = fileURLToPath(new URL("../agent/samples/", import.meta.url));
 
 /** A 1-bit PNG of a checkerboard: a few KB on the wire, an outline with a corner at every pixel. */
 async function checkerboardPng(side: number): Promise<{ png: Buffer; mask: BinaryMask }> {
@@ -227,4 +229,109 @@ describe("the daemon reachable from the LAN with no token configured", () => {
       await second.stop();
     }
   }, 60_000);
+});
+
+describe("the daemon's memory under the largest requests the limits accept", () => {
+  let tmp: string;
+  beforeAll(async () => {
+    tmp = await mkdtemp(join(tmpdir(), "sam-edge-memory-"));
+  });
+  afterAll(async () => rm(tmp, { recursive: true, force: true }));
+
+  it("with a 256 MB JavaScript heap: an 8000x8000 PNG, a batch of them and Everything 32x32 on 1280x720 are answered, and the agent stays up", async () => {
+    const port = await freePort();
+    const agent = await AgentProcess.start(tmp, "heap", { state_dir: join(tmp, "state"), mqtt: { enabled: false }, cameras: [], http: { port } }, { args: [], env: { NODE_OPTIONS: "--max-old-space-size=256" } });
+    const api = `http://127.0.0.1:${port}`;
+    try {
+      await agent.waitFor(() => /HTTP API at/.test(agent.stderr), "the HTTP API");
+      while ((await request(`${api}/readyz`).catch(() => ({ status: 0 }))).status !== 200) await new Promise((r) => setTimeout(r, 100));
+      // The kernel's peak RSS of the agent (reset here, read after): a 1 GB box's MemoryMax must hold.
+      const kb = async (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(await readFile(`/proc/${agent.child.pid}/status`, "utf8"))![1]);
+      await postForm(`${api}/v1/segment/interactive`, { image: await sharp(join(SAMPLES, "shapes-square.webp")).jpeg().toBuffer(), points: '[{"x":5,"y":5,"label":1}]' });
+      const idle = await kb("VmRSS");
+      await writeFile(`/proc/${agent.child.pid}/clear_refs`, "5");
+      const big = await sharp({ create: { width: 8000, height: 8000, channels: 3, background: "#6a8caf" } }).png({ compressionLevel: 9 }).toBuffer();
+      const hd = await sharp(join(SAMPLES, "shapes-square.webp")).resize(1280, 720, { fit: "fill" }).jpeg().toBuffer();
+      const click = JSON.stringify([{ x: 4000, y: 4000, label: 1 }]);
+      const one = await postForm(`${api}/v1/segment/interactive`, { image: big, points: click });
+      expect([one.status, one.body.width, one.body.height]).toEqual([200, 8000, 8000]);
+      // A mask at the image's full size, around the click.
+      expect(one.body.area).toBeGreaterThan(0);
+      const [x, y, w, h] = one.body.bbox as number[];
+      expect(x! <= 4000 && 4000 <= x! + w! && y! <= 4000 && 4000 <= y! + h!).toBe(true);
+      const batch = await postForm(`${api}/v1/segment/interactive`, { image: [big, big, big], points: click });
+      expect([batch.status, batch.body.results.length, batch.body.results.every((r: { width?: number }) => r.width === 8000)]).toEqual([200, 3, true]);
+      const everything = await postForm(`${api}/v1/segment/everything`, { image: hd, points_per_side: "32" });
+      expect([everything.status, everything.body.width]).toEqual([200, 1280]);
+      expect((await request(`${api}/healthz`)).status).toBe(200);
+      expect(agent.child.exitCode).toBeNull();
+      // bench/memory.ts measures the budget (250 MB); this bound only has to catch the GB the full-size outputs took.
+      expect((await kb("VmHWM")) - idle).toBeLessThan(400 * 1024);
+    } finally {
+      await agent.stop();
+    }
+  }, 240_000);
+});
+
+describe("an MQTT request flood", () => {
+  let broker: Mosquitto;
+  let tmp: string;
+  beforeAll(async () => {
+    broker = await Mosquitto.start();
+    tmp = await mkdtemp(join(tmpdir(), "sam-edge-flood-"));
+  });
+  afterAll(async () => {
+    await broker.close();
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  it("slows the cameras to their share without stopping them; past the line's length requests get BUSY; one that expires while it waits is dropped unrun", async () => {
+    const device = "flood";
+    const root = `sam-edge/${device}`;
+    const agent = await AgentProcess.start(
+      tmp,
+      "flood",
+      {
+        device_id: device,
+        state_dir: join(tmp, "state"),
+        mqtt: { url: broker.url, protocol_version: 5 },
+        http: { enabled: false },
+        cameras: [{ id: "door", type: "folder", dir: SAMPLES, interval_ms: 100, loop: true, max_fps: 5 }],
+      },
+      { args: [] },
+    );
+    const sub = await Subscriber.connect(broker.url, [`${root}/cameras/+/result`, `${root}/response/#`], { protocolVersion: 5 });
+    try {
+      await sub.waitFor(() => sub.on(/\/result$/).length > 0, "a first camera result");
+      const image = (await sharp(join(SAMPLES, "shapes-square.webp")).resize(640, 480, { fit: "fill" }).jpeg().toBuffer()).toString("base64");
+      const request = (id: string) => JSON.stringify({ id, image, mode: "everything", everything: { points_per_side: 8, pred_iou_thresh: 0, stability_score_thresh: 0 } });
+      const expiring = "r-expires";
+      for (let i = 0; i < 24; i++) {
+        await sub.client.publishAsync(`${root}/request`, request(`r${i}`), { qos: 1 });
+        // While the line is long: it waits well past its 1 s expiry.
+        if (i === 4) await sub.client.publishAsync(`${root}/request`, request(expiring), { qos: 1, properties: { messageExpiryInterval: 1 } });
+      }
+      const answered = () => new Set(sub.on(/\/response\//).map((m) => m.topic.split("/").pop()));
+      await sub.waitFor(() => answered().size >= 25, "an answer to every request", 180_000);
+      const replies: Record<string, { masks?: unknown[]; error?: { code: string; message: string } }> = Object.fromEntries(
+        sub.on(/\/response\//).map((m) => [m.topic.split("/").pop(), JSON.parse(m.payload.toString())]),
+      );
+      expect(replies[expiring]!.error?.code).toBe("REQUEST_EXPIRED");
+      const busy = Object.values(replies).filter((r) => r.error?.code === "BUSY");
+      const done = Object.values(replies).filter((r) => r.masks);
+      expect(busy.length).toBeGreaterThan(0);
+      expect(busy[0]!.error!.message).toMatch(/retry in \d+ s/);
+      expect(done.length).toBeGreaterThanOrEqual(12);
+      expect(done.length + busy.length + 1).toBe(25);
+      // Camera results kept coming between the flood's first answer and its last.
+      const isReply = (m: { topic: string }) => m.topic.includes("/response/");
+      const first = sub.messages.findIndex(isReply);
+      const last = sub.messages.length - 1 - [...sub.messages].reverse().findIndex(isReply);
+      const during = sub.messages.slice(first, last).filter((m) => m.topic.endsWith("/result"));
+      expect(during.length).toBeGreaterThanOrEqual(3);
+    } finally {
+      await sub.close();
+      await agent.stop();
+    }
+  }, 240_000);
 });

@@ -7,6 +7,11 @@ import type { BinaryMask } from "../segment/mask.ts";
 export interface CameraResult {
   frame: Frame;
   masks: readonly BinaryMask[];
+  /**
+   * The JPEG of the masks over the frame, drawn the first time someone asks (the MQTT overlay,
+   * the HTTP overlay route) and shared after that: the frame is decoded for it once.
+   */
+  overlay(): Promise<Buffer>;
 }
 
 export interface CameraStatus {

@@ -27,12 +27,14 @@ export const EVERYTHING_SCHEMA: Record<EverythingKey, { type: "integer" | "numbe
 
 /**
  * SAM's automatic mask generator's values, but 16 points per side (a quarter of SAM's decoder
- * work, which is what a Pi can afford per frame) and 16 prompts per decoder call (SAM's 64
- * make the batch decoder's buffers four times larger, which a 1 GB box feels).
+ * work, which is what a Pi can afford per frame) and 4 prompts per decoder call: onnxruntime's
+ * buffers grow with the batch (the bundled decoder: about +75 MB at 4, +270 at 16, +990 at
+ * SAM's 64, on 2026-12-07) while a batch of 4 ran as fast as 16 here. bench/memory.ts measures
+ * the agent's peak; a model's manifest may set its own.
  */
 export const EVERYTHING_DEFAULTS: EverythingSettings = {
   points_per_side: 16,
-  points_per_batch: 16,
+  points_per_batch: 4,
   pred_iou_thresh: 0.88,
   stability_score_thresh: 0.95,
   box_nms_thresh: 0.7,

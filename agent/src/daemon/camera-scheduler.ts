@@ -6,6 +6,7 @@ import { isImageError, type SegmentationResult, type SegmentationService } from 
 import { sniffFormat } from "../segment/preprocess.ts";
 import type { Logger } from "../core/log.ts";
 import { RateMeter } from "./rate.ts";
+import { overlayImage } from "../segment/formats/index.ts";
 
 export interface SourceEntry {
   source: FrameSource;
@@ -18,6 +19,8 @@ export interface ProcessedFrame {
   result: SegmentationResult;
   /** From the frame's arrival to the start of its segmentation. */
   queueMs: number;
+  /** The masks over the frame as a JPEG, drawn once for whoever asks first (see CameraResult). */
+  overlay: () => Promise<Buffer>;
 }
 
 export interface CameraStats {
@@ -270,9 +273,12 @@ export class CameraScheduler implements CameraProvider {
     slot.counts.processed++;
     slot.fpsOut.mark();
     slot.lastError = undefined;
-    slot.result = { frame, masks: result.masks.map((m) => m.mask) };
+    const masks = result.masks.map((m) => m.mask);
+    let overlay: Promise<Buffer> | undefined;
+    const cameraResult: CameraResult = { frame, masks, overlay: () => (overlay ??= overlayImage(frame.bytes, masks)) };
+    slot.result = cameraResult;
     try {
-      await this.options.onResult({ frame, settings, result, queueMs });
+      await this.options.onResult({ frame, settings, result, queueMs, overlay: cameraResult.overlay });
     } catch (err) {
       log.error(`camera ${slot.id} frame ${frame.seq}: the result could not be published: ${(err as Error).message}`);
     }

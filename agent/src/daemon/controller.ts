@@ -237,7 +237,7 @@ export class Controller {
   }
 
   /** A camera frame's result, encoded once and handed to the features. */
-  private async onResult({ frame, settings, result, queueMs }: ProcessedFrame): Promise<void> {
+  private async onResult({ frame, settings, result, queueMs, overlay }: ProcessedFrame): Promise<void> {
     const started = performance.now();
     // Waiting for the scheduler and then in the service's queue, together.
     const body = await encodeResult(result, resultEncoding(this.config.results), { queueMs: queueMs + (result.timings.queueMs ?? 0) });
@@ -253,7 +253,7 @@ export class Controller {
       captured_at: frame.capturedAt.toISOString(),
       ...body,
     };
-    const event: ResultEvent = { frame, settings, result, message };
+    const event: ResultEvent = { frame, settings, result, message, overlay };
     await this.results.emit(event);
   }
 

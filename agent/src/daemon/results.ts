@@ -9,6 +9,8 @@ export interface ResultEvent {
   settings: CameraConfig;
   result: SegmentationResult;
   message: ResultMessage;
+  /** The masks over the frame as a JPEG, drawn once whoever asks (the HTTP overlay route shares it). */
+  overlay: () => Promise<Buffer>;
 }
 
 export type ResultListener = (event: ResultEvent) => Promise<void> | void;

@@ -1,7 +1,7 @@
 import rateLimit from "@fastify/rate-limit";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from "fastify";
 import { Registry } from "prom-client";
 import type { Logger } from "../core/log.ts";
 import { BusyError, SamEdgeError } from "../core/errors.ts";
@@ -76,7 +76,7 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
     // Typed as fastify's base logger, so the instance keeps fastify's default generics.
     ...(options.log ? { loggerInstance: options.log as FastifyBaseLogger } : { logger: false }),
     // Requests are counted in /metrics; the log keeps what someone must read.
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit,
     ajv: { plugins: [fileKeyword] },
     // Until the request has arrived; the answer may take as long as the model needs.

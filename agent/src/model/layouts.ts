@@ -52,8 +52,6 @@ export interface DecoderSpec {
   scores: string;
   /** Logits at the decoder's low resolution (256x256). */
   lowRes: string;
-  /** Logits at the original size, when the graph upsamples itself. */
-  full?: string;
   /** The graph appends SAM's padding point itself (callers must not). */
   padsInGraph: boolean;
   /**
@@ -156,7 +154,6 @@ function classifyDecoder(sig: GraphSignature): DecoderSpec | { role: "combined";
     // Without orig_im_size, `masks` can only be the low-res logits (EdgeSAM's export).
     const lowRes = out("low_res_masks") ?? (origSize ? undefined : out("masks"));
     if (!scores || !lowRes) return undefined;
-    const full = origSize ? out("masks") : undefined;
     return {
       role: "decoder",
       family: "sam",
@@ -168,7 +165,6 @@ function classifyDecoder(sig: GraphSignature): DecoderSpec | { role: "combined";
       ...(origSize ? { origSize } : {}),
       scores,
       lowRes,
-      ...(full ? { full } : {}),
       padsInGraph: false,
       batch: pointDim(points, 0) ? "prompts" : "one",
     };
@@ -211,8 +207,8 @@ function classifyDecoder(sig: GraphSignature): DecoderSpec | { role: "combined";
   }
   if (names.has("batched_point_coords") && names.has("batched_point_labels") && names.has("image_embeddings")) {
     const scores = out("iou_predictions");
+    // Its full-size `output_masks` is never fetched; the low-res logits are the export's third output, which it left unnamed.
     const full = out("output_masks");
-    // The low-res logits are the export's third output, which it left unnamed.
     const lowRes = outs.find((o) => o.name !== scores && o.name !== full && o.shape.length === 4)?.name;
     if (!scores || !full || !lowRes) return undefined;
     return {
@@ -225,7 +221,6 @@ function classifyDecoder(sig: GraphSignature): DecoderSpec | { role: "combined";
       ...(byName(ins, "orig_im_size") ? { origSize: byName(ins, "orig_im_size")! } : {}),
       scores,
       lowRes,
-      full,
       padsInGraph: true,
       batch: "one",
       maxPoints: 6,

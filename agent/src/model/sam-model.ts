@@ -92,7 +92,6 @@ export interface DecoderInputs {
   /** Previous low-res logits [1 or B, 1, h, w], or undefined. */
   maskInput?: Float32Array;
   maskBatch?: number;
-  origSize: { width: number; height: number };
 }
 
 export interface DecoderOutputs {
@@ -105,9 +104,11 @@ export interface DecoderOutputs {
    */
   multimaskFrom: number;
   lowRes: ort.Tensor; // [B, M, h, w]
-  full?: ort.Tensor; // [..., M, H, W] at the original size
-  /** How the reference predictor brings the low-res logits to the original size, when `full` is absent. */
-  upsample: "bilinear" | "bicubic";
+  /**
+   * How the reference predictor brings the low-res logits to the original size (see
+   * segment/postprocess.ts): the engine does it, for the answered masks only, a row at a time.
+   */
+  upsample: "sam" | "direct" | "bicubic";
 }
 
 async function sha256File(path: string): Promise<string> {
@@ -318,26 +319,27 @@ export class SamModel {
       feeds[layout.hasMaskInput.name] = new ort.Tensor("float32", new Float32Array(mb).fill(inputs.maskInput ? 1 : 0), [mb]);
     }
     if (layout.origSize) {
-      // EfficientSAM's orig_im_size also scales its points from the image to its 1024 square:
-      // given the square itself, the engine's frame coordinates pass as they are.
-      const { width, height } = layout.family === "efficient-sam" ? inputs.embedding.frame : inputs.origSize;
+      // Only the full-size `masks` output depends on orig_im_size, and it is never fetched (an
+      // 8000x8000 image would make it a GB): the frame's own size keeps it small. EfficientSAM's
+      // orig_im_size also scales its points from the image to its square: given the square,
+      // the engine's frame coordinates pass as they are.
+      const { width, height } = inputs.embedding.frame;
       feeds[layout.origSize.name] =
         layout.origSize.type === "int64" ? new ort.Tensor("int64", BigInt64Array.of(BigInt(height), BigInt(width)), [2]) : new ort.Tensor("float32", Float32Array.of(height, width), [2]);
     }
-    const out = await this.run(session, feeds, file);
+    const out = await this.run(session, feeds, file, [layout.scores, layout.lowRes]);
     const scores = out[layout.scores]!;
     const m = scores.dims[scores.dims.length - 1] ?? 1;
     const low = out[layout.lowRes]!;
     const [h, w] = low.dims.slice(-2) as [number, number];
     // EfficientSAM's export upsamples bilinearly, its model bicubically: the engine does the latter.
-    const bicubic = layout.family === "efficient-sam";
+    const upsample = layout.family === "efficient-sam" ? "bicubic" : this.encoderSpec.fit === "longest-side" ? "sam" : "direct";
     return {
       scores: scores.data as Float32Array,
       masksPerPrompt: m,
       multimaskFrom: m === 4 ? 1 : 0,
       lowRes: new ort.Tensor("float32", low.data as Float32Array, [low.data.length / (m * h * w), m, h, w]),
-      ...(layout.full && !bicubic ? { full: out[layout.full]! } : {}),
-      upsample: bicubic ? "bicubic" : "bilinear",
+      upsample,
     };
   }
 
@@ -348,14 +350,15 @@ export class SamModel {
    * request then waits for a whole batch of runs, twice. Chained, each run starts from the
    * previous one's completion, which Node defers to the next loop iteration, after the I/O.
    */
-  private async run(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>, file: string): Promise<ort.InferenceSession.ReturnType> {
+  private async run(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>, file: string, fetches?: string[]): Promise<ort.InferenceSession.ReturnType> {
     const previous = this.lastRun;
     let done!: () => void;
     this.lastRun = new Promise<void>((resolve) => (done = resolve));
     await previous;
     const start = performance.now();
     try {
-      return await session.run(feeds);
+      // Outputs not fetched are not computed: onnxruntime prunes the nodes only they need.
+      return await (fetches ? session.run(feeds, fetches) : session.run(feeds));
     } catch (err) {
       throw new SamEdgeError("MODEL_FAILED", `${file} failed to run: ${(err as Error).message}`, { cause: err });
     } finally {

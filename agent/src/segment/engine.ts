@@ -1,8 +1,8 @@
 import { createHash } from "node:crypto";
 import type { DecoderOutputs, ImageFeatures, SamModel } from "../model/sam-model.ts";
 import type { BBox, BinaryMask } from "./mask.ts";
-import { thresholdLogits, upsampleBicubic, upsampleLikeSam, upsampleLowRes } from "./postprocess.ts";
-import { DEFAULT_IMAGE_LIMITS, loadForModel, type ImageLimits } from "./preprocess.ts";
+import { lowResRows, thresholdRows } from "./postprocess.ts";
+import { DEFAULT_IMAGE_LIMITS, loadForModel, type ImageLimits, type RawImage } from "./preprocess.ts";
 import { encodePrompt, LOW_RES, validatePrompt, type Prompt } from "./prompts.ts";
 import { EmbeddingCache } from "./embedding-cache.ts";
 
@@ -85,13 +85,16 @@ export class SegmentEngine {
   }
 
   /** Encodes an image, or returns its cached embedding (keyed by the bytes and the model). */
-  async embed(bytes: Uint8Array): Promise<{ embedding: ImageEmbedding; cached: boolean; timings: Pick<Timings, "preprocessMs" | "encodeMs"> }> {
-    const key = `${this.model.id}:${createHash("sha256").update(bytes).digest("hex")}`;
+  async embed(input: Uint8Array | RawImage): Promise<{ embedding: ImageEmbedding; cached: boolean; timings: Pick<Timings, "preprocessMs" | "encodeMs"> }> {
+    const hash = createHash("sha256");
+    if (input instanceof Uint8Array) hash.update(input);
+    else hash.update(`${input.width}x${input.height}:`).update(input.rgb);
+    const key = `${this.model.id}:${hash.digest("hex")}`;
     const hit = this.cache.get(key);
     if (hit) return { embedding: hit, cached: true, timings: { preprocessMs: 0, encodeMs: 0 } };
 
     const t0 = now();
-    const image = await loadForModel(bytes, this.model.input, this.options.limits);
+    const image = await loadForModel(input, this.model.input, this.options.limits);
     const t1 = now();
     const features = await this.model.encode(image);
     const t2 = now();
@@ -122,7 +125,6 @@ export class SegmentEngine {
       batch: 1,
       points: labels.length,
       ...(prompt.maskInput ? { maskInput: prompt.maskInput } : {}),
-      origSize: { width: emb.width, height: emb.height },
     });
     const t1 = now();
     const masks = this.pickMasks(emb, out, 0, multimask, options.bestOnly);
@@ -153,12 +155,8 @@ export class SegmentEngine {
     const results = candidates.map((k) => {
       const idx = b * m + k;
       const lowRes = lowData.slice(idx * lowSide * lowSide, (idx + 1) * lowSide * lowSide);
-      const full = out.full
-        ? (out.full.data as Float32Array).subarray(idx * emb.width * emb.height, (idx + 1) * emb.width * emb.height)
-        : out.upsample === "bicubic"
-          ? upsampleBicubic(lowRes, lowSide, emb)
-          : (this.model.input.fit === "longest-side" ? upsampleLikeSam : upsampleLowRes)(lowRes, lowSide, this.model.input.size, { width: emb.resizedWidth, height: emb.resizedHeight }, emb);
-      const t = thresholdLogits(full, emb.width, emb.height);
+      const rows = lowResRows(lowRes, lowSide, out.upsample, this.model.input.size, { width: emb.resizedWidth, height: emb.resizedHeight }, emb);
+      const t = thresholdRows(rows, emb.width, emb.height);
       return { mask: t.mask, bbox: t.bbox, area: t.area, confidence: out.scores[idx]!, stability: t.stability, lowRes };
     });
     return results.sort((a, c) => c.confidence - a.confidence);

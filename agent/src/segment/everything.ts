@@ -1,9 +1,9 @@
-import sharp from "sharp";
 import { EVERYTHING_DEFAULTS, everythingProblem, type EverythingKey } from "../config/everything.ts";
 import { SamEdgeError } from "../core/errors.ts";
 import type { SegmentEngine, ImageEmbedding, MaskResult } from "./engine.ts";
 import { maskBBox, type BBox, type BinaryMask } from "./mask.ts";
-import { MASK_THRESHOLD, STABILITY_OFFSET, thresholdLogits, upsampleLowRes } from "./postprocess.ts";
+import { lowResRows, MASK_THRESHOLD, STABILITY_OFFSET, thresholdRows, type Upsample } from "./postprocess.ts";
+import { decodeUpright, type RawImage } from "./preprocess.ts";
 import { removeSmallRegions } from "./regions.ts";
 
 /** SAM's automatic mask generator settings; the defaults are SamAutomaticMaskGenerator's. */
@@ -62,6 +62,8 @@ interface Candidate {
   /** Box from the low-res mask, scaled to original pixels: NMS runs before any upsampling. */
   box: BBox;
   point: [number, number];
+  /** How this model's reference brings low-res logits to the original size. */
+  upsample: Upsample;
 }
 
 export function validateEverythingOptions(o: EverythingOptions): void {
@@ -229,9 +231,7 @@ async function gridCandidates(engine: SegmentEngine, emb: ImageEmbedding, points
       coords.set([x * sx, y * sy, 0, 0], i * 4);
       labels.set([1, -1], i * 2);
     });
-    // orig_im_size only sizes the full-resolution `masks` output, which Everything mode does
-    // not read: asking for 1x1 spares the decoder a full-size upsample of every candidate.
-    const out = await model.decode({ embedding: emb.features, coords, labels, batch: chunk.length, points: 2, origSize: { width: 1, height: 1 } });
+    const out = await model.decode({ embedding: emb.features, coords, labels, batch: chunk.length, points: 2 });
     const m = out.masksPerPrompt;
     const side = out.lowRes.dims[3]!;
     const cellsW = Math.ceil((emb.resizedWidth * side) / inputSize);
@@ -249,7 +249,7 @@ async function gridCandidates(engine: SegmentEngine, emb: ImageEmbedding, points
         const low = data.subarray(idx * side * side, (idx + 1) * side * side);
         const { box, stability } = lowResBox(low, side, cellsW, cellsH, cellX, cellY);
         if (stability < o.stabilityScoreThresh || box[2] === 0) continue;
-        candidates.push({ lowRes: low.slice(), confidence, stability, box, point: chunk[b]! });
+        candidates.push({ lowRes: low.slice(), confidence, stability, box, point: chunk[b]!, upsample: out.upsample });
       }
     }
   }
@@ -276,13 +276,15 @@ export async function segmentEverything(
   const timings = { encodeMs: 0, decodeMs: 0, postprocessMs: 0 };
   let t = performance.now();
   const full = image instanceof Uint8Array ? (await engine.embed(image)).embedding : image;
+  // Crops are cut from the image decoded once, and reach the encoder as pixels, not as files.
+  const decoded = o.cropNLayers > 0 ? await decodeUpright(image as Uint8Array) : undefined;
   timings.encodeMs += performance.now() - t;
   const { width, height } = full;
   const counts = { candidates: 0, afterIou: 0, afterStability: 0, afterNms: 0 };
   const kept: { c: Candidate; crop: Crop; emb: ImageEmbedding }[] = [];
   for (const crop of cropBoxes(width, height, o.cropNLayers, o.cropOverlapRatio)) {
     t = performance.now();
-    const emb = crop.layer === 0 ? full : (await engine.embed(await cropImage(image as Uint8Array, crop))).embedding;
+    const emb = crop.layer === 0 ? full : (await engine.embed(cropOf(decoded!, crop))).embedding;
     timings.encodeMs += performance.now() - t;
     t = performance.now();
     const side = Math.max(1, Math.floor(o.pointsPerSide / o.cropNPointsDownscaleFactor ** crop.layer));
@@ -313,8 +315,8 @@ export async function segmentEverything(
       : kept;
   const masks: EverythingMask[] = final.map(({ c, crop, emb }) => {
     const side = Math.sqrt(c.lowRes.length);
-    const logits = upsampleLowRes(c.lowRes, side, engine.model.manifest.inputSize, { width: emb.resizedWidth, height: emb.resizedHeight }, emb);
-    let { mask, area } = thresholdLogits(logits, emb.width, emb.height);
+    const rows = lowResRows(c.lowRes, side, c.upsample, engine.model.input.size, { width: emb.resizedWidth, height: emb.resizedHeight }, emb);
+    let { mask, area } = thresholdRows(rows, emb.width, emb.height);
     if (crop.layer > 0) mask = uncrop(mask, crop, width, height);
     if (o.minMaskRegionArea > 0) ({ mask, area } = removeSmallRegions(mask, o.minMaskRegionArea));
     const point: [number, number] = [c.point[0] + crop.box[0], c.point[1] + crop.box[1]];
@@ -338,9 +340,13 @@ function shift(box: BBox, crop: Crop): BBox {
   return [box[0] + crop.box[0], box[1] + crop.box[1], box[2], box[3]];
 }
 
-async function cropImage(bytes: Uint8Array, crop: Crop): Promise<Buffer> {
+function cropOf(image: RawImage, crop: Crop): RawImage {
   const [x0, y0, x1, y1] = crop.box;
-  return sharp(bytes).rotate().extract({ left: x0, top: y0, width: x1 - x0, height: y1 - y0 }).png({ compressionLevel: 1 }).toBuffer();
+  const width = x1 - x0;
+  const height = y1 - y0;
+  const rgb = new Uint8Array(width * height * 3);
+  for (let y = 0; y < height; y++) rgb.set(image.rgb.subarray(((y0 + y) * image.width + x0) * 3, ((y0 + y) * image.width + x1) * 3), y * width * 3);
+  return { width, height, rgb };
 }
 
 function uncrop(mask: BinaryMask, crop: Crop, width: number, height: number): BinaryMask {

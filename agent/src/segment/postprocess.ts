@@ -13,16 +13,21 @@ export interface ThresholdedMask {
   bbox: BBox;
 }
 
+/** Fills `row` with the logits of output row `y`: a full-size plane is never held whole. */
+export type RowSource = (y: number, row: Float32Array) => void;
+
 /**
- * Logits of one mask (width x height, row-major) -> binary mask, area, stability and box, in one
- * pass: this runs on every candidate mask at full size, so it is a good part of a click's time.
- * The thresholds are copied to locals first, as a loop reading imported bindings can run slower.
+ * Logits, a row at a time -> binary mask, area, stability and box, in one pass: this runs on
+ * every answered mask at full size, so it is a good part of a click's time, and at 8000x8000 a
+ * float plane would be 256 MB where the mask is 64. The thresholds are copied to locals first,
+ * as a loop reading imported bindings can run slower.
  */
-export function thresholdLogits(logits: Float32Array, width: number, height: number): ThresholdedMask {
+export function thresholdRows(rows: RowSource, width: number, height: number): ThresholdedMask {
   const threshold = MASK_THRESHOLD;
   const above = MASK_THRESHOLD + STABILITY_OFFSET;
   const below = MASK_THRESHOLD - STABILITY_OFFSET;
   const data = new Uint8Array(width * height);
+  const row = new Float32Array(width);
   let area = 0;
   let high = 0;
   let low = 0;
@@ -31,10 +36,11 @@ export function thresholdLogits(logits: Float32Array, width: number, height: num
   let y0 = -1;
   let y1 = -1;
   for (let y = 0, i = 0; y < height; y++) {
+    rows(y, row);
     let first = -1;
     let last = -1;
     for (let x = 0; x < width; x++, i++) {
-      const v = logits[i]!;
+      const v = row[x]!;
       if (v > threshold) {
         data[i] = 1;
         area++;
@@ -54,43 +60,86 @@ export function thresholdLogits(logits: Float32Array, width: number, height: num
   return { mask: { width, height, data }, area, stability: low === 0 ? 0 : high / low, bbox };
 }
 
+/** thresholdRows over a whole plane of logits (width x height, row-major). */
+export function thresholdLogits(logits: Float32Array, width: number, height: number): ThresholdedMask {
+  return thresholdRows((y, row) => row.set(logits.subarray(y * width, (y + 1) * width)), width, height);
+}
+
 /**
- * For decoders that return only low-res logits: SAM's postprocessing (upsample to the
- * encoder frame, crop the padding, resize to the original size) as one bilinear lookup.
+ * How a layout's reference predictor brings the decoder's low-res logits to the original size:
+ * `sam` as SAM's postprocess_masks (up to the padded input square, crop, down to the original),
+ * `direct` one bilinear resize of the whole frame (SAM 2, whose input is the square itself),
+ * `bicubic` one bicubic resize (EfficientSAM).
  */
-export function upsampleLowRes(
+export type Upsample = "sam" | "direct" | "bicubic";
+
+/** The full-size logits of a low-res mask as rows, the reference's way; only the rows are made, never the plane. */
+export function lowResRows(
   low: Float32Array,
   lowSide: number,
+  upsample: Upsample,
   inputSize: number,
   resized: { width: number; height: number },
   out: { width: number; height: number },
-): Float32Array {
-  const result = new Float32Array(out.width * out.height);
-  // Original pixel centre -> encoder-frame coordinate -> low-res coordinate (half-pixel centres).
-  const sx = (resized.width / out.width) * (lowSide / inputSize);
-  const sy = (resized.height / out.height) * (lowSide / inputSize);
-  const xs = new Int32Array(out.width);
-  const xw = new Float32Array(out.width);
-  for (let x = 0; x < out.width; x++) {
+): RowSource {
+  if (upsample === "bicubic") return bicubicRows(low, lowSide, out);
+  if (upsample === "sam") {
+    // The padded square's image part, at most 1024x1024 floats, then down (or up) to the original.
+    const padded = bilinear(low, lowSide, lowSide, lowSide / inputSize, lowSide / inputSize, resized.width, resized.height);
+    return bilinearRows(padded, resized.width, resized.height, resized.width / out.width, resized.height / out.height, out.width);
+  }
+  return directRows(low, lowSide, (resized.width / out.width) * (lowSide / inputSize), (resized.height / out.height) * (lowSide / inputSize), out.width);
+}
+
+/** torch's F.interpolate(mode="bilinear", align_corners=False) rows of a `width` x `height` plane: source = (dst + 0.5) * scale - 0.5, clamped at 0. */
+function bilinearRows(src: Float32Array, width: number, height: number, scaleX: number, scaleY: number, outW: number): RowSource {
+  const xs = new Int32Array(outW);
+  const x1 = new Int32Array(outW);
+  const xw = new Float32Array(outW);
+  for (let x = 0; x < outW; x++) {
+    const u = Math.max((x + 0.5) * scaleX - 0.5, 0);
+    xs[x] = Math.floor(u);
+    x1[x] = Math.min(xs[x]! + 1, width - 1);
+    xw[x] = u - xs[x]!;
+  }
+  return (y, row) => {
+    const v = Math.max((y + 0.5) * scaleY - 0.5, 0);
+    const y0 = Math.floor(v);
+    const wy = v - y0;
+    const r0 = y0 * width;
+    const r1 = Math.min(y0 + 1, height - 1) * width;
+    for (let x = 0; x < outW; x++) {
+      const wx = xw[x]!;
+      const top = src[r0 + xs[x]!]! * (1 - wx) + src[r0 + x1[x]!]! * wx;
+      const bottom = src[r1 + xs[x]!]! * (1 - wx) + src[r1 + x1[x]!]! * wx;
+      row[x] = top * (1 - wy) + bottom * wy;
+    }
+  };
+}
+
+/** One bilinear lookup from the original pixel's centre straight into the low-res frame, both ends clamped. */
+function directRows(low: Float32Array, lowSide: number, sx: number, sy: number, outW: number): RowSource {
+  const xs = new Int32Array(outW);
+  const xw = new Float32Array(outW);
+  for (let x = 0; x < outW; x++) {
     const u = Math.min(Math.max((x + 0.5) * sx - 0.5, 0), lowSide - 1);
     xs[x] = Math.min(Math.floor(u), lowSide - 2);
     xw[x] = u - xs[x]!;
   }
-  for (let y = 0; y < out.height; y++) {
+  return (y, row) => {
     const v = Math.min(Math.max((y + 0.5) * sy - 0.5, 0), lowSide - 1);
     const y0 = Math.min(Math.floor(v), lowSide - 2);
     const wy = v - y0;
     const r0 = y0 * lowSide;
     const r1 = r0 + lowSide;
-    for (let x = 0; x < out.width; x++) {
+    for (let x = 0; x < outW; x++) {
       const x0 = xs[x]!;
       const wx = xw[x]!;
       const top = low[r0 + x0]! * (1 - wx) + low[r0 + x0 + 1]! * wx;
       const bottom = low[r1 + x0]! * (1 - wx) + low[r1 + x0 + 1]! * wx;
-      result[y * out.width + x] = top * (1 - wy) + bottom * wy;
+      row[x] = top * (1 - wy) + bottom * wy;
     }
-  }
-  return result;
+  };
 }
 
 /** torch's cubic convolution weights (A = -0.75) for a sample `t` (0..1) past the tap at floor. */
@@ -104,9 +153,10 @@ function cubicWeights(t: number): [number, number, number, number] {
 /**
  * For models whose reference upsamples the whole low-res frame straight to the original size
  * with torch's bicubic interpolation (EfficientSAM: F.interpolate(..., mode="bicubic"),
- * align_corners=False, edge taps clamped).
+ * align_corners=False, edge taps clamped). Each low-res row is interpolated across once (a
+ * lowSide x width buffer); each output row then combines four of them.
  */
-export function upsampleBicubic(low: Float32Array, lowSide: number, out: { width: number; height: number }): Float32Array {
+function bicubicRows(low: Float32Array, lowSide: number, out: { width: number; height: number }): RowSource {
   const taps = (size: number) => {
     const scale = lowSide / size;
     const index = new Int32Array(size * 4);
@@ -124,71 +174,28 @@ export function upsampleBicubic(low: Float32Array, lowSide: number, out: { width
   };
   const xt = taps(out.width);
   const yt = taps(out.height);
-  // Rows first: each low-res row interpolated across to the output width, once.
-  const rows = new Float32Array(lowSide * out.width);
+  const across = new Float32Array(lowSide * out.width);
   for (let r = 0; r < lowSide; r++) {
     for (let x = 0; x < out.width; x++) {
       let v = 0;
       for (let k = 0; k < 4; k++) v += low[r * lowSide + xt.index[x * 4 + k]!]! * xt.weight[x * 4 + k]!;
-      rows[r * out.width + x] = v;
+      across[r * out.width + x] = v;
     }
   }
-  const result = new Float32Array(out.width * out.height);
-  for (let y = 0; y < out.height; y++) {
+  return (y, row) => {
+    row.fill(0);
     for (let k = 0; k < 4; k++) {
       const w = yt.weight[y * 4 + k]!;
       const src = yt.index[y * 4 + k]! * out.width;
-      for (let x = 0; x < out.width; x++) result[y * out.width + x] = result[y * out.width + x]! + rows[src + x]! * w;
+      for (let x = 0; x < out.width; x++) row[x] = row[x]! + across[src + x]! * w;
     }
-  }
-  return result;
+  };
 }
 
-/**
- * torch's F.interpolate(mode="bilinear", align_corners=False) of the top-left `outW/scaleX` x
- * `outH/scaleY` part of a `width`-wide plane: source = (dst + 0.5) * scale - 0.5, clamped at 0.
- */
+/** A whole plane of bilinearRows (the padded square's image part: small). */
 function bilinear(src: Float32Array, width: number, height: number, scaleX: number, scaleY: number, outW: number, outH: number): Float32Array {
   const out = new Float32Array(outW * outH);
-  const xs = new Int32Array(outW);
-  const x1 = new Int32Array(outW);
-  const xw = new Float32Array(outW);
-  for (let x = 0; x < outW; x++) {
-    const u = Math.max((x + 0.5) * scaleX - 0.5, 0);
-    xs[x] = Math.floor(u);
-    x1[x] = Math.min(xs[x]! + 1, width - 1);
-    xw[x] = u - xs[x]!;
-  }
-  for (let y = 0; y < outH; y++) {
-    const v = Math.max((y + 0.5) * scaleY - 0.5, 0);
-    const y0 = Math.floor(v);
-    const wy = v - y0;
-    const r0 = y0 * width;
-    const r1 = Math.min(y0 + 1, height - 1) * width;
-    for (let x = 0; x < outW; x++) {
-      const wx = xw[x]!;
-      const top = src[r0 + xs[x]!]! * (1 - wx) + src[r0 + x1[x]!]! * wx;
-      const bottom = src[r1 + xs[x]!]! * (1 - wx) + src[r1 + x1[x]!]! * wx;
-      out[y * outW + x] = top * (1 - wy) + bottom * wy;
-    }
-  }
+  const rows = bilinearRows(src, width, height, scaleX, scaleY, outW);
+  for (let y = 0; y < outH; y++) rows(y, out.subarray(y * outW, (y + 1) * outW));
   return out;
-}
-
-/**
- * SAM's postprocess_masks step by step, as its predictor and transformers' post_process_masks
- * run it: low-res logits to the padded input square, cropped to the resized image, then to the
- * original size. For decoders that return only low-res logits (EdgeSAM's, transformers') this
- * gives the reference's mask edges, where one combined lookup (upsampleLowRes) moves some by a
- * pixel.
- */
-export function upsampleLikeSam(
-  low: Float32Array,
-  lowSide: number,
-  inputSize: number,
-  resized: { width: number; height: number },
-  out: { width: number; height: number },
-): Float32Array {
-  const padded = bilinear(low, lowSide, lowSide, lowSide / inputSize, lowSide / inputSize, resized.width, resized.height);
-  return bilinear(padded, resized.width, resized.height, resized.width / out.width, resized.height / out.height, out.width, out.height);
 }

@@ -26,6 +26,39 @@ export interface ModelImage {
   rgb: Uint8Array;
 }
 
+/** Decoded pixels: RGB bytes, row-major, upright (EXIF orientation applied). */
+export interface RawImage {
+  width: number;
+  height: number;
+  rgb: Uint8Array;
+}
+
+/** The encoder's input size for an image of width x height. */
+/**
+ * Where the image goes, and whose resize takes it there: Pillow's bilinear to the bit where it
+ * enlarges (or keeps) the image, sharp's where it shrinks it. EfficientSAM's graph resizes itself:
+ * it gets the image as decoded, up to twice its input size.
+ */
+function resizePlan(width: number, height: number, resize: ResizeTo): { target: { width: number; height: number }; exact: boolean } {
+  if (resize.fit === "none") {
+    const asDecoded = Math.max(width, height) <= 2 * resize.size;
+    return asDecoded ? { target: { width, height }, exact: true } : { target: { width: resize.size, height: resize.size }, exact: false };
+  }
+  const target = resize.fit === "stretch" ? { width: resize.size, height: resize.size } : resizedShape(width, height, resize.size);
+  return { target, exact: target.width >= width && target.height >= height };
+}
+
+/** Decodes an image once, upright, to RGB: for work on several parts of it (Everything's crops). */
+export async function decodeUpright(bytes: Uint8Array, limits: ImageLimits = DEFAULT_IMAGE_LIMITS): Promise<RawImage> {
+  const info = await inspectImage(bytes, limits);
+  try {
+    const { data, info: out } = await sharp(bytes, { limitInputPixels: limits.maxPixels, failOn: "truncated" }).rotate().removeAlpha().toColourspace("srgb").raw().toBuffer({ resolveWithObject: true });
+    return { width: out.width, height: out.height, rgb: data };
+  } catch (err) {
+    throw new SamEdgeError("IMAGE_CORRUPT", `the ${info.format.toUpperCase()} image cannot be decoded: ${(err as Error).message}`, { cause: err });
+  }
+}
+
 /** Identifies the format by its magic bytes, never by a file name or a declared type. */
 export function sniffFormat(bytes: Uint8Array): ImageFormat | undefined {
   if (bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) return "jpeg";
@@ -102,16 +135,11 @@ export async function inspectImage(bytes: Uint8Array, limits: ImageLimits = DEFA
  * a 1600x1200 JPEG, bench/resize.ts), within 3 grey levels of Pillow's. EfficientSAM's graph
  * resizes itself: it gets the image as decoded, up to twice its input size.
  */
-export async function loadForModel(bytes: Uint8Array, resize: ResizeTo, limits: ImageLimits = DEFAULT_IMAGE_LIMITS): Promise<ModelImage> {
+export async function loadForModel(input: Uint8Array | RawImage, resize: ResizeTo, limits: ImageLimits = DEFAULT_IMAGE_LIMITS): Promise<ModelImage> {
+  if (!(input instanceof Uint8Array)) return resizeRaw(input, resize);
+  const bytes = input;
   const info = await inspectImage(bytes, limits);
-  const asDecoded = resize.fit === "none" && Math.max(info.width, info.height) <= 2 * resize.size;
-  const target =
-    resize.fit === "longest-side"
-      ? resizedShape(info.width, info.height, resize.size)
-      : asDecoded
-        ? { width: info.width, height: info.height }
-        : { width: resize.size, height: resize.size };
-  const exact = asDecoded || (target.width >= info.width && target.height >= info.height);
+  const { target, exact } = resizePlan(info.width, info.height, resize);
   try {
     const pipeline = sharp(bytes, { limitInputPixels: limits.maxPixels, failOn: "truncated" }).rotate().removeAlpha().toColourspace("srgb");
     let rgb: Uint8Array;
@@ -125,4 +153,14 @@ export async function loadForModel(bytes: Uint8Array, resize: ResizeTo, limits: 
   } catch (err) {
     throw new SamEdgeError("IMAGE_CORRUPT", `the ${info.format.toUpperCase()} image cannot be decoded: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/** The same resize as loadForModel's, of pixels already decoded. */
+async function resizeRaw(image: RawImage, resize: ResizeTo): Promise<ModelImage> {
+  const { width, height } = image;
+  const { target, exact } = resizePlan(width, height, resize);
+  const rgb = exact
+    ? resizeBilinear(image.rgb, width, height, target.width, target.height)
+    : await sharp(image.rgb, { raw: { width, height, channels: 3 } }).resize(target.width, target.height, { fit: "fill", kernel: "linear" }).raw().toBuffer();
+  return { width, height, resizedWidth: target.width, resizedHeight: target.height, rgb };
 }

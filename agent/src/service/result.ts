@@ -28,7 +28,7 @@ export async function encodeMask(m: ResultMask, encoding: MaskEncoding): Promise
     confidence: roundScore(m.confidence),
     ...(m.stability !== undefined ? { stability: roundScore(m.stability) } : {}),
     ...(encoding.png ? { mask: await maskToPngBase64(m.mask, m.bbox) } : {}),
-    ...(encoding.rle ? { rle: encodeRle(m.mask, m.bbox) } : {}),
+    ...(encoding.rle ? { rle: m.rle ?? encodeRle(m.mask, m.bbox) } : {}),
     ...(encoding.polygonTolerance !== undefined ? { polygons: maskToPolygons(m.mask, { tolerance: encoding.polygonTolerance }) } : {}),
   };
 }

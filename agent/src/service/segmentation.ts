@@ -58,6 +58,8 @@ export interface ResultMask {
   area: number;
   confidence: number;
   stability?: number;
+  /** The COCO RLE the hosted API sent with it (cloud route): written out again as it came, not re-encoded. */
+  rle?: ApiRle;
 }
 
 /** The one result type: what every caller gets, and what the one encoder (result.ts) writes. */
@@ -349,7 +351,7 @@ type InteractivePrompt = Parameters<SamClient["interactive"]>[1];
 /** A mask of the hosted API's answer: COCO RLE when the server sent it (the box does), else the PNG. */
 async function fromApi(m: ApiMask, rle?: ApiRle): Promise<Omit<ResultMask, "prompt" | "point">> {
   const mask = rle ? decodeRle(rle) : await maskFromPng(Buffer.from(m.mask, "base64"));
-  return { mask, bbox: maskBBox(mask), area: maskArea(mask), confidence: m.confidence, ...(m.stability !== undefined ? { stability: m.stability } : {}) };
+  return { mask, bbox: maskBBox(mask), area: maskArea(mask), confidence: m.confidence, ...(m.stability !== undefined ? { stability: m.stability } : {}), ...(rle ? { rle } : {}) };
 }
 
 /** Whether an error is about the image itself (counted as a corrupt frame) rather than the agent. */

@@ -1,5 +1,4 @@
 import type { MqttPublisher, Topics } from "../../mqtt/publisher.ts";
-import { overlayImage } from "../../segment/formats/index.ts";
 import type { ResultBus } from "../results.ts";
 import type { Feature } from "./feature.ts";
 
@@ -11,8 +10,7 @@ export function overlays(bus: ResultBus, publisher: MqttPublisher, topics: Topic
       bus.on(async (e) => {
         // Drawn only when someone can get it: an overlay that would wait out an outage is stale when it arrives.
         if (!publisher.connected) return;
-        const jpeg = await overlayImage(e.frame.bytes, e.result.masks.map((m) => m.mask));
-        publisher.publishVolatile(topics.overlay(e.frame.cameraId), jpeg, true);
+        publisher.publishVolatile(topics.overlay(e.frame.cameraId), await e.overlay(), true);
       });
     },
     stop() {},

@@ -1,8 +1,7 @@
 import type { FastifyInstance, FastifyPluginAsync } from "fastify";
 import sharp from "sharp";
-import { overlayImage } from "../../segment/formats/index.ts";
 import { sniffFormat } from "../../segment/preprocess.ts";
-import { latestFrameOf, type CameraResult } from "../../capture/cameras.ts";
+import { latestFrameOf } from "../../capture/cameras.ts";
 import { SamEdgeError } from "../../core/errors.ts";
 import { toApiError } from "../errors.ts";
 import { cameraFrameSchema, cameraOverlaySchema, camerasSchema, healthSchema, metricsSchema, readySchema } from "../schemas.ts";
@@ -41,20 +40,17 @@ export const deviceRoutes: FastifyPluginAsync = async (app) => {
     return reply.type("image/jpeg").header("Cache-Control", "no-store").send(jpeg);
   });
 
-  // Drawn when asked for, once per result: most results are never looked at.
-  const overlays = new WeakMap<CameraResult, Promise<Buffer>>();
   app.get<{ Params: { id: string } }>("/v1/cameras/:id/overlay.jpg", { schema: cameraOverlaySchema() }, async (request, reply) => {
     const { id } = request.params;
     latestFrameOf(app.cameras, id);
     const result = app.cameras?.latestResult(id);
     if (!result) throw new SamEdgeError("CAMERA_NO_RESULT", `no frame of camera "${id}" has been segmented yet; retry shortly (frame.jpg shows the latest frame)`);
-    let jpeg = overlays.get(result);
-    if (!jpeg) overlays.set(result, (jpeg = overlayImage(result.frame.bytes, result.masks)));
+    const jpeg = await result.overlay();
     return reply
       .type("image/jpeg")
       .header("Cache-Control", "no-store")
       .header("X-Frame-Captured-At", result.frame.capturedAt.toISOString())
       .header("X-Mask-Count", String(result.masks.length))
-      .send(await jpeg);
+      .send(jpeg);
   });
 };

@@ -334,16 +334,18 @@ describe("model updates: fetch, verify, self-test, swap", () => {
 
   it("fetches only https, never from this box's networks unless listed: loopback, link-local (metadata), names resolving inward and redirects inward are refused with one message", async () => {
     const lines: string[] = [];
-    const strict = new ModelUpdater({
-      slot,
-      stateDir,
-      configDir: TINY_SAM_DIR,
-      session: DEFAULT_SESSION_CONFIG,
-      limits: { maxBytes: MAX_BYTES, timeoutMs: TIMEOUT_MS },
-      fetchPolicy: { allowedHosts: [] },
-      log: createLogger("info", (line) => lines.push(line)),
-      registry: new Registry(),
-    });
+    const updaterAllowing = (allowedHosts: string[]) =>
+      new ModelUpdater({
+        slot,
+        stateDir,
+        configDir: TINY_SAM_DIR,
+        session: DEFAULT_SESSION_CONFIG,
+        limits: { maxBytes: MAX_BYTES, timeoutMs: TIMEOUT_MS },
+        fetchPolicy: { allowedHosts },
+        log: createLogger("info", (line) => lines.push(line)),
+        registry: new Registry(),
+      });
+    const strict = updaterAllowing([]);
     const port = new URL(models.url).port;
     const cases: [string, RegExp][] = [
       [`${models.url}/sets/int8/`, /http: to 127\.0\.0\.1 is not allowed/],
@@ -361,16 +363,7 @@ describe("model updates: fetch, verify, self-test, swap", () => {
       expect(lines.at(-1), source).toMatch(detail);
     }
     // A listed host may redirect only to what is allowed too: this one sends the agent to localhost.
-    const listed = new ModelUpdater({
-      slot,
-      stateDir,
-      configDir: TINY_SAM_DIR,
-      session: DEFAULT_SESSION_CONFIG,
-      limits: { maxBytes: MAX_BYTES, timeoutMs: TIMEOUT_MS },
-      fetchPolicy: { allowedHosts: ["127.0.0.1"] },
-      log: createLogger("info", (line) => lines.push(line)),
-      registry: new Registry(),
-    });
+    const listed = updaterAllowing(["127.0.0.1"]);
     await expect(listed.update(`${models.url}/redirect/`)).rejects.toMatchObject({ code: "MODEL_UPDATE_FETCH_FAILED" });
     expect(lines.at(-1)).toMatch(/http: to localhost is not allowed/);
     // A 404 and a port where nothing listens give the same answer.

@@ -1,3 +1,4 @@
+import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { cp, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
@@ -5,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
 import { Registry } from "prom-client";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isSamEdgeError } from "../agent/src/core/errors.ts";
 import { startServer } from "../agent/src/http/server.ts";
@@ -20,6 +22,7 @@ import { LAYOUTS_DIR } from "./helpers/parity.ts";
 import { TINY_SAM_DIR } from "./helpers/scenes.ts";
 
 const REPO = new URL("../", import.meta.url).pathname;
+const BIN = join(REPO, "agent/bin/sam-edge.js");
 const INT8_DIR = join(REPO, "models/quantized/tiny-sam-int8");
 const TOKEN = "model-commands-token";
 const sha256 = async (path: string) => createHash("sha256").update(await readFile(path)).digest("hex");
@@ -288,6 +291,17 @@ describe("sam-edge model: list, pull, add, info, use", () => {
     const copied = JSON.parse(await readFile(join(out, "manifest.json"), "utf8"));
     expect([copied.encoder, copied.decoder]).toEqual(["sam_vit_t16.encoder.quant.onnx", "sam_vit_t16.decoder.quant.onnx"]);
 
+    // Two files named by hand, whatever their names: roles by signature.
+    const loose = join(tmp, "loose");
+    await mkdir(loose);
+    await cp(join(LAYOUTS_DIR, "mobile-sam/mobile_sam.onnx"), join(loose, "b.onnx"));
+    await cp(join(LAYOUTS_DIR, "mobile-sam/mobile_sam.encoder.onnx"), join(loose, "a.onnx"));
+    await run("add", join(loose, "b.onnx"), join(loose, "a.onnx"));
+    const named = JSON.parse(await readFile(join(loose, "manifest.json"), "utf8"));
+    expect([named.name, named.encoder, named.decoder]).toEqual(["loose", "a.onnx", "b.onnx"]);
+    await expect(run("add", join(loose, "a.onnx"), join(edge, "edge_sam_3x_decoder.onnx"))).rejects.toThrow(/both files must be in one folder/);
+    await expect(run("add", join(loose, "a.onnx"), join(loose, "a.onnx"), "--force")).rejects.toThrow(/needs an encoder and a decoder; found a\.onnx: SAM image encoder/);
+
     const empty = join(tmp, "empty");
     await mkdir(empty);
     expect(await codeOf(["add", empty])).toBe("MODEL_NOT_FOUND");
@@ -296,6 +310,20 @@ describe("sam-edge model: list, pull, add, info, use", () => {
     await writeFile(join(junk, "model.encoder.onnx"), "<html>not a model</html>");
     await writeFile(join(junk, "model.decoder.onnx"), Buffer.alloc(0));
     await expect(run("add", junk)).rejects.toThrow(/model\.decoder\.onnx: is not an ONNX model: the file is empty; model\.encoder\.onnx: is not an ONNX model/);
+  });
+
+  it("the sam-edge command runs them: output on stdout, exit 0; a refusal on stderr, exit 1", { timeout: 60_000 }, async () => {
+    const exec = promisify(execFile);
+    const listed = await exec(process.execPath, [BIN, "model", "list", "--catalog", catalog]);
+    expect(listed.stdout).toMatch(/^edge-sam: test model edge-sam$/m);
+    const refused = await exec(process.execPath, [BIN, "model", "pull", "../escape", "--catalog", catalog, "--library", library]).then(
+      () => ({ code: 0, stderr: "" }),
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^sam-edge: CONFIG_INVALID: "\.\.\/escape" is not a model name/);
+    const usage = await exec(process.execPath, [BIN, "fly"]).catch((e: { stderr: string }) => e);
+    expect(usage.stderr).toContain("sam-edge model pull NAME");
   });
 
   it("info gives the layout, inputs and outputs, sizes and the milliseconds measured here", { timeout: 60_000 }, async () => {

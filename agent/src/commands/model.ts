@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { copyFile, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
-import { dirname, isAbsolute, join, posix, resolve } from "node:path";
+import { basename, dirname, isAbsolute, join, posix, resolve } from "node:path";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { ReadableStream } from "node:stream/web";
@@ -14,8 +14,9 @@ import { SegmentEngine } from "../segment/engine.ts";
 import { loadForModel } from "../segment/preprocess.ts";
 import { isModelName, readCatalog, sourceOf, CATALOG_FILE, type CatalogEntry } from "../model/catalog.ts";
 import { candidateManifest, resolveModel, scanFolder, splitModelSpec, type Candidate } from "../model/folder.ts";
+import { classifyGraph, mismatch, type DecoderSpec, type EncoderSpec } from "../model/layouts.ts";
 import { manifestFiles, type ModelManifest } from "../model/manifest.ts";
-import { readGraphSignature } from "../model/onnx-io.ts";
+import { readGraphSignature, type GraphSignature } from "../model/onnx-io.ts";
 import { SamModel } from "../model/sam-model.ts";
 import { InProcessEngine } from "../service/engine.ts";
 import { selfTest } from "../service/self-test.ts";
@@ -26,7 +27,7 @@ export const MODEL_USAGE = `  sam-edge model list [--catalog FILE]
       downloads NAME (resuming a broken download), checks each file's sha256 (or records it on
       first use), writes its manifest, self-tests it and puts it in the library, whole or not at
       all; --base-url (or SAM_EDGE_MODEL_MIRROR) fetches <base>/NAME/<file> from a mirror or folder
-  sam-edge model add DIR[#NAME] [--out DIR] [--force]
+  sam-edge model add DIR[#NAME] | ENCODER.onnx DECODER.onnx [--out DIR] [--force]
       inspects any export (files named as their publisher names them) and writes its manifest.json
       with each file's sha256; --out copies one model of a folder holding several into its own
   sam-edge model info DIR[#NAME] [--runs N] [--json]
@@ -191,7 +192,7 @@ export async function pullModel(entry: CatalogEntry, options: PullOptions): Prom
     for (const f of entry.files) await get(f.path, f.url, f.sha256, f.bytes);
     // Weights over 2 GB live in external-data files the graph names: fetched from beside it.
     for (const f of entry.files) {
-      let sig: Awaited<ReturnType<typeof readGraphSignature>>;
+      let sig: GraphSignature;
       try {
         sig = await readGraphSignature(join(staging, f.path));
       } catch (err) {
@@ -212,16 +213,16 @@ export async function pullModel(entry: CatalogEntry, options: PullOptions): Prom
     manifest.name = entry.name;
     await writeManifest(staging, manifest);
     if (recorded.length) log(`${entry.name}: the catalog gives no sha256 for ${recorded.length === 1 ? "this file" : "these files"}; recorded on first use in its manifest:\n  ${recorded.join("\n  ")}`);
-    const model = await SamModel.load(staging);
+    const engine = new InProcessEngine(new SegmentEngine(await SamModel.load(staging)));
     try {
       if (options.selfTest) {
-        const report = await selfTest(new InProcessEngine(new SegmentEngine(model)));
+        const report = await selfTest(engine);
         log(`${entry.name}: self-test passed (IoU ${report.ious.join(", ")} on agent/samples/${report.frame})`);
       } else {
         log(`${entry.name}: self-test skipped (--no-self-test)`);
       }
     } finally {
-      await model.release();
+      await engine.release();
     }
     const old = join(library, `.${entry.name}.old`);
     await rm(old, { recursive: true, force: true });
@@ -246,23 +247,45 @@ async function copyModel(dir: string, manifest: ModelManifest, out: string): Pro
   }
 }
 
-async function addCommand(args: string[], log: (line: string) => void): Promise<void> {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { out: { type: "string" }, force: { type: "boolean" } } });
-  if (positionals.length !== 1) throw usage("model add takes one DIR (or DIR#NAME)");
-  const spec = positionals[0]!;
-  const { dir, name } = await splitModelSpec(spec);
-  const hasManifest = await stat(join(dir, "manifest.json")).then(() => true, () => false);
-  if (hasManifest && !values.force && !values.out) throw usage(`${dir} has a manifest.json already; --force rewrites it from the files`);
+/** The model named by `add`'s arguments: `DIR`, `DIR#NAME`, or an encoder and a decoder file of one folder. */
+async function addTarget(positionals: string[]): Promise<{ dir: string; chosen: Candidate; among: number }> {
+  if (positionals.length === 2) {
+    const paths = positionals.map((p) => resolve(p));
+    const dir = dirname(paths[0]!);
+    if (dirname(paths[1]!) !== dir) throw usage("model add ENCODER DECODER: both files must be in one folder (a manifest names files inside its folder)");
+    const sigs = await Promise.all(paths.map((p) => readGraphSignature(p)));
+    const specs = sigs.map(classifyGraph);
+    const e = specs.findIndex((g) => g.role === "encoder");
+    const d = specs.findIndex((g) => g.role === "decoder");
+    if (e < 0 || d < 0) {
+      throw new SamEdgeError("MODEL_INVALID", `model add needs an encoder and a decoder; found ${paths.map((p, i) => `${basename(p)}: ${specs[i]!.label}`).join("; ")}`);
+    }
+    const [encoderSpec, decoderSpec] = [specs[e] as EncoderSpec, specs[d] as DecoderSpec];
+    const problem = mismatch(encoderSpec, decoderSpec);
+    const data = [...new Set(sigs.flatMap((sig) => sig.externalData))];
+    const chosen: Candidate = { name: basename(dir), encoder: basename(paths[e]!), decoder: basename(paths[d]!), data, encoderSpec, decoderSpec, ...(problem ? { problem } : {}) };
+    return { dir, chosen, among: 1 };
+  }
+  if (positionals.length !== 1) throw usage("model add takes one DIR (or DIR#NAME), or an ENCODER and a DECODER file");
+  const { dir, name } = await splitModelSpec(positionals[0]!);
   const scan = await scanFolder(dir);
-  const chosen: Candidate | undefined = name === undefined && scan.candidates.length === 1 ? scan.candidates[0] : scan.candidates.find((c) => c.name === name);
+  const chosen = name === undefined && scan.candidates.length === 1 ? scan.candidates[0] : scan.candidates.find((c) => c.name === name);
   if (!chosen) {
     // resolveModel says which models there are, or why there is none.
-    await resolveModel(spec);
+    await resolveModel(positionals[0]!);
     throw usage(`${dir}: no model "${name}"`);
   }
+  return { dir, chosen, among: scan.candidates.length };
+}
+
+async function addCommand(args: string[], log: (line: string) => void): Promise<void> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { out: { type: "string" }, force: { type: "boolean" } } });
+  const { dir, chosen, among } = await addTarget(positionals);
+  const hasManifest = await stat(join(dir, "manifest.json")).then(() => true, () => false);
+  if (hasManifest && !values.force && !values.out) throw usage(`${dir} has a manifest.json already; --force rewrites it from the files`);
   if (chosen.problem) throw new SamEdgeError("MODEL_INVALID", `${dir}: ${chosen.problem}`);
-  if (scan.candidates.length > 1 && !values.out) {
-    throw usage(`${dir} holds ${scan.candidates.length} models; a manifest.json there would hide all but one: add --out DIR to copy ${chosen.name} into a folder of its own`);
+  if (among > 1 && !values.out) {
+    throw usage(`${dir} holds ${among} models; a manifest.json there would hide all but one: add --out DIR to copy ${chosen.name} into a folder of its own`);
   }
   let target = dir;
   if (values.out) {

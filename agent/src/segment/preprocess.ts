@@ -34,10 +34,18 @@ export interface RawImage {
 }
 
 /** The encoder's input size for an image of width x height. */
-function targetSize(width: number, height: number, resize: ResizeTo, exact: boolean): { width: number; height: number } {
-  if (resize.fit === "stretch" || (resize.fit === "none" && !exact)) return { width: resize.size, height: resize.size };
-  if (resize.fit === "none") return { width, height };
-  return resizedShape(width, height, resize.size);
+/**
+ * Where the image goes, and whose resize takes it there: Pillow's bilinear to the bit where it
+ * enlarges (or keeps) the image, sharp's where it shrinks it. EfficientSAM's graph resizes itself:
+ * it gets the image as decoded, up to twice its input size.
+ */
+function resizePlan(width: number, height: number, resize: ResizeTo): { target: { width: number; height: number }; exact: boolean } {
+  if (resize.fit === "none") {
+    const asDecoded = Math.max(width, height) <= 2 * resize.size;
+    return asDecoded ? { target: { width, height }, exact: true } : { target: { width: resize.size, height: resize.size }, exact: false };
+  }
+  const target = resize.fit === "stretch" ? { width: resize.size, height: resize.size } : resizedShape(width, height, resize.size);
+  return { target, exact: target.width >= width && target.height >= height };
 }
 
 /** Decodes an image once, upright, to RGB: for work on several parts of it (Everything's crops). */
@@ -120,17 +128,18 @@ export async function inspectImage(bytes: Uint8Array, limits: ImageLimits = DEFA
 }
 
 /**
- * Decodes, turns upright and resizes for the encoder. Up to twice the model's input size (every
- * camera frame up to 2048 px), sharp decodes and the resize is Pillow's bilinear to the bit, as
- * the reference predictors resize (segment/resample.ts); larger images are shrunk by sharp in
- * its decoding pipeline (JPEG shrink-on-load), which keeps their memory bounded.
+ * Decodes, turns upright and resizes for the encoder. An image the resize enlarges (or keeps) is
+ * resized as the reference predictors do, Pillow's bilinear to the bit (segment/resample.ts):
+ * there libvips' bilinear differs most (up to 93 grey levels at edges on the parity fixtures).
+ * One it shrinks is resized by sharp in its decoding pipeline (JPEG shrink-on-load: 5x faster on
+ * a 1600x1200 JPEG, bench/resize.ts), within 3 grey levels of Pillow's. EfficientSAM's graph
+ * resizes itself: it gets the image as decoded, up to twice its input size.
  */
 export async function loadForModel(input: Uint8Array | RawImage, resize: ResizeTo, limits: ImageLimits = DEFAULT_IMAGE_LIMITS): Promise<ModelImage> {
   if (!(input instanceof Uint8Array)) return resizeRaw(input, resize);
   const bytes = input;
   const info = await inspectImage(bytes, limits);
-  const exact = Math.max(info.width, info.height) <= 2 * resize.size;
-  const target = targetSize(info.width, info.height, resize, exact);
+  const { target, exact } = resizePlan(info.width, info.height, resize);
   try {
     const pipeline = sharp(bytes, { limitInputPixels: limits.maxPixels, failOn: "truncated" }).rotate().removeAlpha().toColourspace("srgb");
     let rgb: Uint8Array;
@@ -149,8 +158,7 @@ export async function loadForModel(input: Uint8Array | RawImage, resize: ResizeT
 /** The same resize as loadForModel's, of pixels already decoded. */
 async function resizeRaw(image: RawImage, resize: ResizeTo): Promise<ModelImage> {
   const { width, height } = image;
-  const exact = Math.max(width, height) <= 2 * resize.size;
-  const target = targetSize(width, height, resize, exact);
+  const { target, exact } = resizePlan(width, height, resize);
   const rgb = exact
     ? resizeBilinear(image.rgb, width, height, target.width, target.height)
     : await sharp(image.rgb, { raw: { width, height, channels: 3 } }).resize(target.width, target.height, { fit: "fill", kernel: "linear" }).raw().toBuffer();

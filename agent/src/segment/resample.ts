@@ -51,8 +51,7 @@ function coefficients(inSize: number, outSize: number): Coefficients {
 
 /** Sums stay below 2^31 (weights sum to 2^22, pixels to 255): int32 arithmetic, as in C. */
 function clip8(sum: number): number {
-  const v = sum >> PRECISION_BITS;
-  return v < 0 ? 0 : v > 255 ? 255 : v;
+  return Math.min(255, Math.max(0, sum >> PRECISION_BITS));
 }
 
 function horizontal(src: Uint8Array, width: number, height: number, outWidth: number): Uint8Array {
@@ -84,16 +83,21 @@ function horizontal(src: Uint8Array, width: number, height: number, outWidth: nu
 
 function vertical(src: Uint8Array, width: number, height: number, outHeight: number): Uint8Array {
   const { bounds, weights, taps } = coefficients(height, outHeight);
-  const out = new Uint8Array(width * outHeight * 3);
   const stride = width * 3;
+  const out = new Uint8Array(stride * outHeight);
+  // Row by row into one accumulator: the same sums, in the order memory is laid out.
+  const sum = new Int32Array(stride);
   for (let yy = 0; yy < outHeight; yy++) {
     const ymin = bounds[yy * 2]!;
     const count = bounds[yy * 2 + 1]!;
-    for (let i = 0; i < stride; i++) {
-      let sum = HALF;
-      for (let y = 0; y < count; y++) sum = (sum + src[(ymin + y) * stride + i]! * weights[yy * taps + y]!) | 0;
-      out[yy * stride + i] = clip8(sum);
+    sum.fill(HALF);
+    for (let y = 0; y < count; y++) {
+      const k = weights[yy * taps + y]!;
+      const row = (ymin + y) * stride;
+      for (let i = 0; i < stride; i++) sum[i] = (sum[i]! + src[row + i]! * k) | 0;
     }
+    const o = yy * stride;
+    for (let i = 0; i < stride; i++) out[o + i] = clip8(sum[i]!);
   }
   return out;
 }

@@ -280,7 +280,13 @@ def quantize(src: Path, dest: Path) -> Path:
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.quantize import quantize_dynamic
 
-    quantize_dynamic(model_input=str(src), model_output=str(dest), per_channel=False, reduce_range=False, weight_type=QuantType.QUInt8)
+    try:
+        quantize_dynamic(model_input=str(src), model_output=str(dest), per_channel=False, reduce_range=False, weight_type=QuantType.QUInt8)
+    except ValueError as err:
+        # onnxruntime's Conv quantiser wants the bias as an initializer; TinyViT's and RepViT's
+        # folded BatchNorms leave a computed one. Their matrix products still quantise.
+        print(f"{src.name}: {err}; quantising MatMul and Gemm only", flush=True)
+        quantize_dynamic(model_input=str(src), model_output=str(dest), per_channel=False, reduce_range=False, weight_type=QuantType.QUInt8, op_types_to_quantize=["MatMul", "Gemm"])
     return dest
 
 

@@ -74,7 +74,8 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
   const requestTimeout = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
   const app = Fastify({
     // Typed as fastify's base logger, so the instance keeps fastify's default generics.
-    ...(options.log ? { loggerInstance: options.log as FastifyBaseLogger } : { logger: false }),
+    // Warnings and errors only: the daemon says where it listens in its own words.
+    ...(options.log ? { loggerInstance: options.log.child({}, { level: "warn" }) as FastifyBaseLogger } : { logger: false }),
     // Requests are counted in /metrics; the log keeps what someone must read.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit,

@@ -114,8 +114,8 @@ describe("one segmentation service for every way in", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  const everything = (url: string, init: RequestInit = {}) =>
-    request(`${url}/v1/segment/everything`, { method: "POST", body: form({ image: scene.bytes, points_per_side: "12", pred_iou_thresh: "0", stability_score_thresh: "0" }), ...init });
+  const everything = (url: string, init: RequestInit = {}, side = 8) =>
+    request(`${url}/v1/segment/everything`, { method: "POST", body: form({ image: scene.bytes, points_per_side: String(side), pred_iou_thresh: "0", stability_score_thresh: "0" }), ...init });
 
   it("HTTP requests go through it: counted by source, timed per stage, and seen by auto routing, which sends a job to the cloud while they queue", async () => {
     const registry = new Registry();
@@ -154,7 +154,8 @@ describe("one segmentation service for every way in", () => {
     const service = new SegmentationService({ engine: new SegmentEngine(model), latencyBudgetMs: 10_000, registry, queueLimits: { http: { jobs: 1, bytes: 1e9 } } });
     const { app, url } = await startServer({ service, registry });
     apps.push(app);
-    const running = everything(url);
+    // Long enough (a 24x24 grid) for the next two to arrive while it runs.
+    const running = everything(url, {}, 24);
     while (!service.stats.queue.running) await new Promise((r) => setTimeout(r, 5));
     // One waits (the line's one place), the next is refused.
     const aborted = new AbortController();

@@ -12,7 +12,7 @@ export interface MqttFrameOptions {
   maxFrameBytes: number;
 }
 
-/** Frames held for the pipeline, which drains them at once into its latest-frame slots. */
+/** Frames held for the camera scheduler, which drains them at once into its latest-frame slots. */
 const QUEUE_LIMIT = 256;
 
 /** The camera id a topic stands for: the level where the pattern has its first `+`. */

@@ -7,7 +7,7 @@ export interface Frame {
   bytes: Buffer;
 }
 
-/** A source's connection as the pipeline, /readyz and the stats report it. */
+/** A source's connection as the scheduler, /readyz and the stats report it. */
 export interface SourceHealth {
   connected: boolean;
   /** Connections lost (or failed) and tried again. */
@@ -19,7 +19,7 @@ export interface SourceHealth {
 
 /**
  * Every camera kind (webcam, MJPEG, HTTP snapshot, MQTT relay, ffmpeg, files) is one of
- * these: the pipeline pulls frames and never knows where they come from. One source may
+ * these: the camera scheduler pulls frames and never knows where they come from. One source may
  * deliver several cameras (an MQTT topic pattern): each frame names its camera.
  */
 export interface FrameSource {

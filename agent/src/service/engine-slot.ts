@@ -22,7 +22,7 @@ interface Held {
 }
 
 /**
- * Where the router and the HTTP routes find the engine, per request. A model update swaps in
+ * Where the segmentation service finds the engine, per job. A model update swaps in
  * a new engine at once for the requests that start afterwards; the requests still running
  * finish on the old one, whose onnxruntime sessions are released when the last of them ends.
  */

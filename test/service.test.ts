@@ -174,3 +174,31 @@ describe("one segmentation service for every way in", () => {
     expect(service.stats.local).toBe(1);
   }, 120_000);
 });
+
+describe("the model's worker thread", () => {
+  it("answers like the model in this thread; a worker that dies fails what it ran and the next request gets a new one", async () => {
+    const { WorkerEngine } = await import("../agent/src/service/worker-engine.ts");
+    const { InProcessEngine } = await import("../agent/src/service/engine.ts");
+    const { DEFAULT_SESSION_CONFIG } = await import("../agent/src/model/sam-model.ts");
+    const scene = await loadScene("landscape");
+    const click = { points: [{ x: scene.objects[0]!.click[0], y: scene.objects[0]!.click[1], label: 1 as const }] };
+    const worker = await WorkerEngine.load(TINY_SAM_DIR, DEFAULT_SESSION_CONFIG);
+    const here = await InProcessEngine.load(TINY_SAM_DIR, DEFAULT_SESSION_CONFIG);
+    try {
+      const [a, b] = [await worker.segment(scene.bytes, click), await here.segment(scene.bytes, click)];
+      expect(Buffer.from(a.masks[0]!.mask.data).equals(Buffer.from(b.masks[0]!.mask.data))).toBe(true);
+      expect(a.masks[0]!.confidence).toBe(b.masks[0]!.confidence);
+      // A crash in the worker, as an out-of-memory kill would leave it.
+      const thread = await (worker as unknown as { current: Promise<{ terminate(): Promise<number> }> }).current;
+      const inFlight = worker.segment(scene.bytes, { points: [{ x: 5, y: 5, label: 1 }] });
+      await thread.terminate();
+      await expect(inFlight).rejects.toMatchObject({ code: "MODEL_FAILED", message: expect.stringMatching(/worker thread exited/) });
+      const again = await worker.segment(scene.bytes, click);
+      expect(Buffer.from(again.masks[0]!.mask.data).equals(Buffer.from(b.masks[0]!.mask.data))).toBe(true);
+      expect(worker.model.manifest.name).toBe("tiny-sam");
+    } finally {
+      await worker.release();
+      await here.release();
+    }
+  }, 60_000);
+});

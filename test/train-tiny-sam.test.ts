@@ -7,7 +7,8 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SamModel } from "../agent/src/model/sam-model.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
-import { loadScene } from "./helpers/scenes.ts";
+import { runPython } from "./helpers/python.ts";
+import { loadScene, TINY_SAM_DIR } from "./helpers/scenes.ts";
 
 const run = promisify(execFile);
 const SCRIPTS = fileURLToPath(new URL("../scripts/train-tiny-sam/", import.meta.url));
@@ -89,5 +90,45 @@ describe("scripts/train-tiny-sam smoke run", () => {
     await writeFile(join(dir, "tiny-sam.decoder.onnx"), "not a model");
     const garbage = await run("python3", ["from_onnx.py", "--model", dir, "--out", join(dir, "bad.pt"), "--step", "1"], { cwd: SCRIPTS }).catch((err: { stderr: string }) => err);
     expect((garbage as { stderr: string }).stderr).toMatch(/tiny-sam\.(en|de)coder\.onnx: not an ONNX model/);
+  });
+
+  // The real-photo figures of the model card come from noc.py: two DAVIS objects, three clicks,
+  // GrabCut and Everything included, so that a broken script fails here and not in a later run.
+  it("noc.py measures the bundled model and GrabCut on real photographs by the clicking protocol", { timeout: 120_000 }, async () => {
+    const out = join(dir, "noc.json");
+    const result = await runPython("scripts/train-tiny-sam/noc.py", ["--model", TINY_SAM_DIR, "--limit", "2", "--clicks", "3", "--grabcut", "--everything", "--out", out]);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stderr).toMatch(/\[2\/2 \d+s\] 001 /); // per-object progress
+    const report = JSON.parse(await readFile(out, "utf8"));
+    expect(report).toMatchObject({ objects: 2, protocol: { clicks: 3 } });
+    const figures = [report.models[TINY_SAM_DIR], report.grabcut];
+    for (const f of figures) {
+      expect(f.objects).toBe(2);
+      for (const noc of [f.noc85, f.noc90]) {
+        expect(noc).toBeGreaterThanOrEqual(1);
+        expect(noc).toBeLessThanOrEqual(3);
+      }
+      expect(f.never_90).toBeGreaterThanOrEqual(0);
+      expect(f.never_90).toBeLessThanOrEqual(2);
+      expect(Object.keys(f.miou_at_clicks)).toEqual(["1", "2", "3"]);
+      for (const v of [...Object.values(f.miou_at_clicks), f.miou_box, f.speckle]) {
+        expect(v).toBeGreaterThanOrEqual(0);
+        expect(v).toBeLessThanOrEqual(1);
+      }
+    }
+    const everything = report.models[TINY_SAM_DIR].everything;
+    expect(everything.settings.points_per_side).toBe(16);
+    expect(everything.at_settings.recall_iou50).toBeGreaterThanOrEqual(0);
+    expect(everything.at_settings.recall_iou50).toBeLessThanOrEqual(1);
+    // The sweep the manifest's thresholds are calibrated from: predicted IoU x stability.
+    expect(Object.keys(everything.grid)).toHaveLength(49);
+    for (const cell of Object.values(everything.grid) as { recall_iou50: number; empty_frames: number }[]) {
+      expect(cell.recall_iou50).toBeLessThanOrEqual(1);
+      expect(cell.empty_frames).toBeLessThanOrEqual(2);
+    }
+
+    const missing = await runPython("scripts/train-tiny-sam/noc.py", ["--model", TINY_SAM_DIR, "--data", join(dir, "nowhere")]);
+    expect(missing.code).not.toBe(0);
+    expect(missing.stderr).toMatch(/--data .*nowhere: no masks\/\*\.png/);
   });
 });

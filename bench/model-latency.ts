@@ -4,8 +4,8 @@
  *   npx tsx bench/model-latency.ts [MODEL_DIR...] [--runs N] [--settings agent,one,spin]
  *
  * Prints JSON per model and session setting: file sizes, median/p90 milliseconds per
- * session.run, and each median over its budget (the bundled model's: encoder 150 ms, decoder
- * 10 ms, 12 MB in all), so a ratio above 1 is a budget missed on this machine. Sessions get the
+ * session.run, and each median over its budget (the bundled model's, issue 18: encoder 250 ms,
+ * decoder 15 ms, 24 MB for all its files), so a ratio above 1 is a budget missed on this machine. Sessions get the
  * agent's own options (`agent`, the default: onnxruntime's thread count, no spinning) or a
  * variant of them: `one` runs one thread, `spin` lets the threads busy-wait. With several
  * folders or settings (say the bundled model and an earlier one checked out of git), their runs
@@ -22,7 +22,7 @@ import { DEFAULT_SESSION_CONFIG, sessionOptions } from "../agent/src/model/sam-m
 import { BUNDLED_MODEL_DIR } from "../agent/src/cli.ts";
 import { wholeNumber } from "./options.ts";
 
-const BUDGET = { encoderMs: 150, decoderMs: 10, totalBytes: 12 * 1000 * 1000 };
+const BUDGET = { encoderMs: 250, decoderMs: 15, totalBytes: 24 * 1000 * 1000 };
 const BLOCKS = 5;
 
 function percentile(sorted: number[], p: number): number {
@@ -113,6 +113,7 @@ for (const s of subjects) {
   const files = [manifest.encoder, manifest.decoder, ...(manifest.decoderBatch ? [manifest.decoderBatch] : [])];
   const bytes = Object.fromEntries(await Promise.all(files.map(async (f) => [f, (await stat(join(dir, f))).size] as const)));
   const pairBytes = bytes[manifest.encoder]! + bytes[manifest.decoder]!;
+  const allBytes = Object.values(bytes).reduce((a, b) => a + b, 0);
   const enc = summary(s.encoderMs);
   const dec = summary(s.decoderMs);
   results.push({
@@ -122,13 +123,14 @@ for (const s of subjects) {
     intra_op_threads: SETTINGS[setting]!.intraOpNumThreads,
     bytes,
     encoder_plus_decoder_bytes: pairBytes,
+    all_files_bytes: allBytes,
     encoder_ms: enc,
     decoder_ms: dec,
     decoder_orig_size: "640x480",
     ratio_to_budget: {
       encoder: +(enc.median / BUDGET.encoderMs).toFixed(3),
       decoder: +(dec.median / BUDGET.decoderMs).toFixed(3),
-      size: +(pairBytes / BUDGET.totalBytes).toFixed(3),
+      size: +(allBytes / BUDGET.totalBytes).toFixed(3),
     },
     ...(subjects.length > 1 ? { median_over_first: { encoder: +(enc.median / first.encoder).toFixed(3), decoder: +(dec.median / first.decoder).toFixed(3) } } : {}),
   });

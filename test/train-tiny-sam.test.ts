@@ -13,8 +13,8 @@ import { loadScene, TINY_SAM_DIR } from "./helpers/scenes.ts";
 const run = promisify(execFile);
 const SCRIPTS = fileURLToPath(new URL("../scripts/train-tiny-sam/", import.meta.url));
 
-// The training script must not rot: CI trains a few steps on small batches, exports the
-// result and loads it through the engine, the way the shipped model was made.
+// The training script must not rot: CI trains a few steps on small batches of real photographs
+// and scenes, exports the result and loads it through the engine, the way the shipped model was made.
 describe("scripts/train-tiny-sam smoke run", () => {
   let dir: string;
   beforeAll(async () => {
@@ -24,12 +24,15 @@ describe("scripts/train-tiny-sam smoke run", () => {
 
   it("trains, logs, exports a loadable SAM-layout model, and evaluates it", { timeout: 600_000 }, async () => {
     const config = join(dir, "smoke.json");
-    await writeFile(config, JSON.stringify({ steps: 3, images_per_step: 2, targets_per_image: 1, val_every: 3, val_scenes: 2, warmup_steps: 1 }));
+    await writeFile(config, JSON.stringify({ steps: 3, images_per_step: 2, targets_per_image: 1, val_every: 3, val_scenes: 2, val_real: 2, warmup_steps: 1 }));
     await run("python3", ["train.py", "--config", config, "--out", join(dir, "run")], { cwd: SCRIPTS });
     const log = (await readFile(join(dir, "run", "log.jsonl"), "utf8")).trim().split("\n").map((l) => JSON.parse(l));
     expect(log[0].params).toBeGreaterThan(100_000);
     expect(log.at(-1)).toMatchObject({ step: 3 });
-    expect(log.at(-1).val_1click).toBeGreaterThanOrEqual(0);
+    for (const key of ["real_1click", "real_box", "real_3click", "synthetic_1click", "synthetic_box", "synthetic_3click"]) {
+      expect(log.at(-1)[key]).toBeGreaterThanOrEqual(0);
+      expect(log.at(-1)[key]).toBeLessThanOrEqual(1);
+    }
 
     await run("python3", ["export.py", "--checkpoint", join(dir, "run", "checkpoint.pt"), "--out", join(dir, "model")], { cwd: SCRIPTS });
     const manifest = JSON.parse(await readFile(join(dir, "model", "manifest.json"), "utf8"));
@@ -48,7 +51,7 @@ describe("scripts/train-tiny-sam smoke run", () => {
   });
 
   it("a second phase starts from the first run's checkpoint, and refuses one at another step", { timeout: 600_000 }, async () => {
-    const phase = (initStep: number) => JSON.stringify({ init_from: "run/checkpoint.pt", init_step: initStep, seed: 2, steps: 2, images_per_step: 2, targets_per_image: 1, val_every: 2, val_scenes: 2, warmup_steps: 1 });
+    const phase = (initStep: number) => JSON.stringify({ init_from: "run/checkpoint.pt", init_step: initStep, seed: 2, steps: 2, images_per_step: 2, targets_per_image: 1, val_every: 2, val_scenes: 2, val_real: 2, warmup_steps: 1 });
     await writeFile(join(dir, "wrong.json"), phase(7));
     const wrong = await run("python3", ["train.py", "--config", join(dir, "wrong.json"), "--out", join(dir, "wrong")], { cwd: SCRIPTS }).catch((err: { stderr: string }) => err);
     expect((wrong as { stderr: string }).stderr).toMatch(/run\/checkpoint\.pt is at step 3, the config expects 7/);
@@ -63,7 +66,7 @@ describe("scripts/train-tiny-sam smoke run", () => {
     expect(manifest.source).toContain('"init_from": "run/checkpoint.pt"');
   });
 
-  it("rebuilds a checkpoint from an export that reproduces it, and a frozen-BatchNorm phase without the refinement trains on from there", { timeout: 600_000 }, async () => {
+  it("rebuilds a checkpoint from an export that reproduces it; a frozen-BatchNorm phase trains on from there, stops and resumes", { timeout: 600_000 }, async () => {
     const rebuild = async (model: string, out: string, step: number) => {
       const { stdout } = await run("python3", ["from_onnx.py", "--model", join(dir, model), "--out", join(dir, out, "checkpoint.pt"), "--step", String(step)], { cwd: SCRIPTS });
       const check = JSON.parse(stdout.split("\n")[0]!);
@@ -71,15 +74,18 @@ describe("scripts/train-tiny-sam smoke run", () => {
     };
     await rebuild("model", "rebuilt", 3);
 
-    // As phase 4 of the bundled model: the refinement's weights are dropped, the rest carries over.
-    await writeFile(
-      join(dir, "phase3.json"),
-      JSON.stringify({ init_from: "rebuilt/checkpoint.pt", init_step: 3, freeze_bn: true, refine: false, seed: 3, steps: 2, images_per_step: 2, targets_per_image: 1, val_every: 2, val_scenes: 2, warmup_steps: 1 }),
-    );
-    await run("python3", ["train.py", "--config", join(dir, "phase3.json"), "--out", join(dir, "run3")], { cwd: SCRIPTS });
+    const phase = { init_from: "rebuilt/checkpoint.pt", init_step: 3, freeze_bn: true, seed: 3, steps: 2, images_per_step: 2, targets_per_image: 1, val_every: 2, save_every: 1, val_scenes: 2, val_real: 2, warmup_steps: 1 };
+    await writeFile(join(dir, "phase3.json"), JSON.stringify(phase));
+    // Stopped by the clock before its first step: the checkpoint it leaves is resumed to the end.
+    await run("python3", ["train.py", "--config", join(dir, "phase3.json"), "--out", join(dir, "run3"), "--minutes", "0"], { cwd: SCRIPTS });
+    await run("python3", ["train.py", "--config", join(dir, "phase3.json"), "--out", join(dir, "run3"), "--resume"], { cwd: SCRIPTS });
     const log = (await readFile(join(dir, "run3", "log.jsonl"), "utf8")).trim().split("\n").map((l) => JSON.parse(l));
+    expect(log[0].init).toMatchObject({ new: [], dropped: [] }); // the same architecture: every weight carried over
     expect(log.at(-1)).toMatchObject({ step: 2 });
-    // Its export (the token-major head, the raster detail layout) rebuilds too.
+    await writeFile(join(dir, "other.json"), JSON.stringify({ ...phase, seed: 4 }));
+    const other = await run("python3", ["train.py", "--config", join(dir, "other.json"), "--out", join(dir, "run3"), "--resume"], { cwd: SCRIPTS }).catch((err: { stderr: string }) => err);
+    expect((other as { stderr: string }).stderr).toMatch(/--resume: .*checkpoint\.pt was made with another config/);
+    // Its export rebuilds too.
     await run("python3", ["export.py", "--checkpoint", join(dir, "run3", "checkpoint.pt"), "--out", join(dir, "model3")], { cwd: SCRIPTS });
     await rebuild("model3", "rebuilt3", 2);
 

@@ -1,7 +1,7 @@
 """Rebuild a training checkpoint from an exported tiny-SAM (the two ONNX files).
 
-    python from_onnx.py --model ../../models/tiny-sam --out runs/phase2/checkpoint.pt \
-        --step 1100 --config config-phase2.json
+    python from_onnx.py --model ../../models/tiny-sam --out runs/shipped/checkpoint.pt \
+        --step 2400 --config config-real1.json
 
 The shipped ONNX files hold every weight of the model, so a later training phase can start from
 them when the run folder that produced them is gone. Export folds each BatchNorm into the
@@ -29,7 +29,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from export import EXPORT_TOLERANCE, export, random_decoder_feeds
-from model import LayerNorm2d, TinySam
+from model import COARSE_CH, CONTEXT_CH, DETAIL_CH, GlobalAttention, TinySam
 
 
 def initializers(path: Path) -> tuple[dict[str, torch.Tensor], list[tuple[str, torch.Tensor]]]:
@@ -67,11 +67,16 @@ def load_encoder(model: TinySam, path: Path) -> None:
             bn.running_mean.zero_()
             bn.running_var.fill_(1.0 - bn.eps)
     sd = enc.state_dict() | {k.removeprefix("encoder."): v for k, v in named.items()}
-    sd["s16.2.attn.in_proj_weight"] = take(unnamed, "onnx::MatMul", (128, 384)).T
-    sd["s16.2.mlp.0.weight"] = take(unnamed, "onnx::MatMul", (128, 256)).T
-    sd["s16.2.mlp.2.weight"] = take(unnamed, "onnx::MatMul", (256, 128)).T
-    sd["out.1.weight"] = take(unnamed, "onnx::Mul", (64, 1, 1)).flatten()
-    sd["out.1.bias"] = take(unnamed, "onnx::Add", (64, 1, 1)).flatten()
+    for name, module in enc.named_modules():
+        if isinstance(module, GlobalAttention):
+            c = module.norm1.normalized_shape[0]
+            sd[f"{name}.attn.in_proj_weight"] = take(unnamed, "onnx::MatMul", (c, 3 * c)).T
+            sd[f"{name}.mlp.0.weight"] = take(unnamed, "onnx::MatMul", (c, 2 * c)).T
+            sd[f"{name}.mlp.2.weight"] = take(unnamed, "onnx::MatMul", (2 * c, c)).T
+    # The two channel norms: the detail map's, then the context's (the order forward runs them).
+    for key, c in (("fine.3", DETAIL_CH), ("out.1", CONTEXT_CH)):
+        sd[f"{key}.weight"] = take(unnamed, "onnx::Mul", (c, 1, 1)).flatten()
+        sd[f"{key}.bias"] = take(unnamed, "onnx::Add", (c, 1, 1)).flatten()
     enc.load_state_dict(sd)
     if unnamed:
         raise SystemExit(f"encoder initializers left over: {[n for n, _ in unnamed]}")
@@ -107,30 +112,17 @@ def load_decoder(model: TinySam, path: Path) -> None:
         for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
             w = sd[f"{prefix}.{proj}.weight"]
             sd[f"{prefix}.{proj}.weight"] = take(unnamed, "onnx::MatMul", tuple(w.T.shape)).T
-    if "model.mask_decoder.up1.weight" not in named:
-        # The token-major head (MaskDecoder._token_major_masks, exports from December 2026 on)
-        # reads up1 with its output channels reordered to s1*16 + c and up2 folded into the
-        # hypernetwork weights; its channel norm is a LayerNormalization with named weights.
-        sd["mask_decoder.up1.bias"] = take(unnamed, "onnx::Add", (64,)).reshape(4, 16).T.reshape(64)
-        sd["mask_decoder.up1.weight"] = take(unnamed, "onnx::MatMul", (64, 64)).T.reshape(4, 16, 64).transpose(0, 1).reshape(64, 64, 1, 1)
-        sd["mask_decoder.up2.weight"] = take(unnamed, "onnx::Einsum", (8, 4, 16)).reshape(32, 16, 1, 1)
-    else:
-        # Older heads normalise up1's output over [C, pixels]: before its shuffle without the
-        # refinement convolution, after it with.
-        layer_norm("mask_decoder.up1_norm", 16, (1, 1) if model.mask_decoder.refine is not None else (1,))
-    if model.mask_decoder.refine is None:
-        # The folded head reads these two reshaped (constant-folded under new names).
-        sd["mask_decoder.up2.bias"] = take(unnamed, "onnx::Einsum", (8, 4)).flatten()
-        sd["mask_decoder.detail_proj.weight"] = take(unnamed, "onnx::MatMul", (8, 12)).reshape(8, 12, 1, 1)
+    # The coarse head's projection of the image tokens, pre-transposed like the transformer's.
+    sd["mask_decoder.coarse_proj.weight"] = take(unnamed, "onnx::MatMul", (CONTEXT_CH, COARSE_CH)).T
     if unnamed:
         raise SystemExit(f"decoder initializers left over: {[n for n, _ in unnamed]}")
     model.load_state_dict(sd)
 
 
 def max_difference(a: tuple[Path, Path], b: tuple[Path, Path], image: np.ndarray, feeds: dict[str, np.ndarray]) -> float:
-    """Largest difference between two encoder + decoder pairs' outputs on one image and prompt:
-    end to end, since exports of different dates lay out the embedding differently
-    (model.fold_detail)."""
+    """Largest difference between two encoder + decoder pairs' outputs on one image and prompt,
+    end to end (the embedding is the model's own business: only what the decoder makes of it
+    counts)."""
     outs = []
     for enc, dec in (a, b):
         embeddings = ort.InferenceSession(str(enc), providers=["CPUExecutionProvider"]).run(None, {"images": image})[0]
@@ -150,8 +142,7 @@ def main() -> None:
     for p in (enc_path, dec_path):
         if not p.is_file():
             raise SystemExit(f"{p}: not found")
-    # Exports of phase 4 on have no refinement convolution (model.MaskDecoder).
-    model = TinySam(refine=any(k.startswith("model.mask_decoder.refine.") for k in initializers(dec_path)[0]))
+    model = TinySam()
     load_encoder(model, enc_path)
     load_decoder(model, dec_path)
     model.eval()

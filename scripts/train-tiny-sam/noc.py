@@ -20,12 +20,13 @@ by predicted IoU, after that the single-mask output, with the previous low-res l
 kept mask as `mask_input`; masks are the `masks` output at the original size, logit > 0. The box
 prompt is the object's bounding box, single-mask output.
 
-`--grabcut`: OpenCV's GrabCut seeded by the same simulated user (each click a hard 5 px disk and a
-probable-label disk around it, the previous result as probable labels, one iteration per click;
-its box figure is GrabCut's own rectangle mode). GrabCut costs about a second per click on these
-frames, so its user stops at IoU 0.90 as in RITM's NoC runs, and its mIoU after k clicks carries
-the last IoU forward; models run all the clicks (`--stop-iou` changes both). GrabCut does not
-depend on the model: `--grabcut-cache FILE` keeps its per-object results for later runs.
+`--grabcut`: OpenCV's GrabCut seeded by the same simulated user (each click a hard disk and a
+probable-label disk around it, the previous result as probable labels, one iteration per click,
+on the frame halved and scored at the original resolution; its box figure is GrabCut's own
+rectangle mode). GrabCut is slow, so its user stops at IoU 0.90 as in RITM's NoC runs, and its
+mIoU after k clicks carries the last IoU forward; models run all the clicks (`--stop-iou` and
+`--grabcut-stop-iou` change that). GrabCut does not
+depend on the model: `--grabcut-cache FILE` keeps its per-object results (a JSON line each) for later runs.
 
 `--everything`: SAM's automatic mask generator on a 16x16 grid (the agent's Everything mode: the
 three multimask outputs per point, predicted-IoU and stability filters, box NMS 0.7), scored per
@@ -57,7 +58,8 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent.parent / "shared" / "datasets" / "eval" / "davis345"
 IGNORE = 255
-CLICK_RADIUS = 5  # px: the hard label GrabCut gets around each click (RITM's click disks)
+CLICK_RADIUS = 3  # px of GrabCut's halved frame: the hard label around each click (RITM's 5 px disks, about)
+GRABCUT_DOWNSCALE = 2
 SPECKLE_FRACTION = 0.01
 MIOU_AT = (1, 2, 3, 5, 10, 20)
 # The Everything thresholds swept: predicted IoU x stability.
@@ -304,29 +306,38 @@ def run_everything(model: OnnxSam, image, labels) -> dict:
 
 
 def run_grabcut(image, gt, valid, clicks_max: int, stop_iou: float) -> dict:
-    bgr = np.ascontiguousarray(image[..., ::-1])
+    """GrabCut works on the frame halved (a full-resolution call takes about a second on these
+    CPUs, 20 clicks on 345 objects most of a day of shared cores); its labels are scaled back
+    to the original resolution, where they are scored like a model's masks."""
     h, w = gt.shape
-    prior = int(round(0.1 * max(h, w)))  # probable-label disk around each click
+    small = (w // GRABCUT_DOWNSCALE, h // GRABCUT_DOWNSCALE)
+    bgr = np.ascontiguousarray(cv2.resize(image[..., ::-1], small, interpolation=cv2.INTER_AREA))
+    prior = int(round(0.1 * max(small)))  # probable-label disk around each click
     clicker = Clicker(gt, valid)
     pred = np.zeros_like(gt)
     ious, first = [], None
     for k in range(clicks_max):
         clicker.next(pred)
-        mask = np.where(pred, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
+        labels = cv2.resize(np.where(pred, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8), small, interpolation=cv2.INTER_NEAREST)
+        at = lambda x, y: (x // GRABCUT_DOWNSCALE, y // GRABCUT_DOWNSCALE)  # noqa: E731
         x, y, positive = clicker.clicks[-1]
-        cv2.circle(mask, (x, y), prior, cv2.GC_PR_FGD if positive else cv2.GC_PR_BGD, -1)
+        cv2.circle(labels, at(x, y), prior, cv2.GC_PR_FGD if positive else cv2.GC_PR_BGD, -1)
         for x, y, positive in clicker.clicks:
-            cv2.circle(mask, (x, y), CLICK_RADIUS, cv2.GC_FGD if positive else cv2.GC_BGD, -1)
-        pred = grabcut(bgr, mask, cv2.GC_INIT_WITH_MASK)
+            cv2.circle(labels, at(x, y), CLICK_RADIUS, cv2.GC_FGD if positive else cv2.GC_BGD, -1)
+        pred = upscale(grabcut(bgr, labels, cv2.GC_INIT_WITH_MASK), (w, h))
         ious.append(iou(pred, gt, valid))
         if k == 0:
             first = pred
         if ious[-1] >= stop_iou:
             break
-    x0, y0, x1, y1 = bbox(gt)
-    mask = np.zeros((h, w), np.uint8)
-    box = grabcut(bgr, mask, cv2.GC_INIT_WITH_RECT, (x0, y0, max(1, x1 - x0), max(1, y1 - y0)))
+    x0, y0, x1, y1 = (v // GRABCUT_DOWNSCALE for v in bbox(gt))
+    labels = np.zeros(bgr.shape[:2], np.uint8)
+    box = upscale(grabcut(bgr, labels, cv2.GC_INIT_WITH_RECT, (x0, y0, max(1, x1 - x0), max(1, y1 - y0))), (w, h))
     return {"ious": ious, "box": iou(box, gt, valid), "speckle": [speckle(first), speckle(box)]}
+
+
+def upscale(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
 def grabcut(bgr: np.ndarray, mask: np.ndarray, mode: int, rect=None) -> np.ndarray:
@@ -348,9 +359,9 @@ def grabcut(bgr: np.ndarray, mask: np.ndarray, mode: int, rect=None) -> np.ndarr
 _w: dict = {}
 
 
-def _init(data: Path, models: list[str], grabcut: bool, everything: bool, clicks: int, stop_iou: float, grabcut_stop: float) -> None:
+def _init(data: Path, models: list[str], grabcut: bool, cached: set[str], everything: bool, clicks: int, stop_iou: float, grabcut_stop: float) -> None:
     cv2.setNumThreads(1)
-    _w.update(data=data, models={m: OnnxSam(Path(m)) for m in models}, grabcut=grabcut, everything=everything, clicks=clicks, stop=stop_iou, gc_stop=grabcut_stop)
+    _w.update(data=data, models={m: OnnxSam(Path(m)) for m in models}, grabcut=grabcut, cached=cached, everything=everything, clicks=clicks, stop=stop_iou, gc_stop=grabcut_stop)
 
 
 def _object(name: str) -> dict:
@@ -364,7 +375,7 @@ def _object(name: str) -> dict:
             row["everything"] = run_everything(model, image, labels)
         row["seconds"] = round(time.perf_counter() - t, 2)
         out["models"][key] = row
-    if _w["grabcut"]:
+    if _w["grabcut"] and name not in _w["cached"]:
         t = time.perf_counter()
         out["grabcut"] = run_grabcut(image, gt, valid, _w["clicks"], _w["gc_stop"]) | {"seconds": 0.0}
         out["grabcut"]["seconds"] = round(time.perf_counter() - t, 2)
@@ -418,7 +429,7 @@ def grabcut_key(data: Path, name: str, clicks: int, stop: float) -> str:
     h = hashlib.sha256()
     for p in (data / "images" / f"{name}.jpg", data / "masks" / f"{name}.png"):
         h.update(p.read_bytes())
-    return f"{name}:{h.hexdigest()[:16]}:{clicks}:{stop}:{cv2.__version__}:r{CLICK_RADIUS}"
+    return f"{name}:{h.hexdigest()[:16]}:{clicks}:{stop}:{cv2.__version__}:r{CLICK_RADIUS}:d{GRABCUT_DOWNSCALE}"
 
 
 def main() -> None:
@@ -430,7 +441,7 @@ def main() -> None:
     ap.add_argument("--stop-iou", type=float, default=1.0, help="a model's user stops at this IoU (1.0: all clicks)")
     ap.add_argument("--grabcut", action="store_true", help="also OpenCV GrabCut seeded by the same clicks")
     ap.add_argument("--grabcut-stop-iou", type=float, default=0.90)
-    ap.add_argument("--grabcut-cache", type=Path, help="JSON file of GrabCut's per-object results, read and extended")
+    ap.add_argument("--grabcut-cache", type=Path, help="GrabCut's per-object results, one JSON line each: read, and extended as objects finish")
     ap.add_argument("--everything", action="store_true", help="also Everything mode's recall (16x16 grid)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path)
@@ -447,26 +458,31 @@ def main() -> None:
 
     cache: dict = {}
     if args.grabcut_cache and args.grabcut_cache.is_file():
-        cache = json.loads(args.grabcut_cache.read_text())
+        for line in args.grabcut_cache.read_text().splitlines():
+            entry = json.loads(line)
+            cache[entry["key"]] = entry["grabcut"]
     keys = {n: grabcut_key(args.data, n, args.clicks, args.grabcut_stop_iou) for n in names} if args.grabcut else {}
     need_grabcut = args.grabcut and any(keys[n] not in cache for n in names)
+    if args.grabcut_cache:
+        args.grabcut_cache.parent.mkdir(parents=True, exist_ok=True)
 
     start = time.time()
     rows = []
-    with Pool(args.workers, initializer=_init, initargs=(args.data, args.model, need_grabcut, args.everything, args.clicks, args.stop_iou, args.grabcut_stop_iou)) as pool:
+    with Pool(args.workers, initializer=_init, initargs=(args.data, args.model, need_grabcut, {n for n in names if keys.get(n) in cache}, args.everything, args.clicks, args.stop_iou, args.grabcut_stop_iou)) as pool:
         for i, row in enumerate(pool.imap(_object, names)):
             if args.grabcut:
-                row["grabcut"] = row.get("grabcut") or cache[keys[row["name"]]]
-                cache[keys[row["name"]]] = row["grabcut"]
+                key = keys[row["name"]]
+                if key not in cache:
+                    cache[key] = row["grabcut"]
+                    if args.grabcut_cache:  # one line per object, so an interrupted run keeps what it did
+                        with args.grabcut_cache.open("a") as f:
+                            f.write(json.dumps({"key": key, "grabcut": row["grabcut"]}) + "\n")
+                row["grabcut"] = cache[key]
             rows.append(row)
             parts = [f"{Path(m).name}: 1-click {row['models'][m]['ious'][0]:.3f} last {row['models'][m]['ious'][-1]:.3f} box {row['models'][m]['box']:.3f}" for m in args.model]
             if args.grabcut:
                 parts.append(f"grabcut: 1-click {row['grabcut']['ious'][0]:.3f} last {row['grabcut']['ious'][-1]:.3f}")
             print(f"[{i + 1}/{len(names)} {time.time() - start:.0f}s] {row['name']} " + " | ".join(parts), file=sys.stderr, flush=True)
-    if args.grabcut_cache and need_grabcut:
-        args.grabcut_cache.parent.mkdir(parents=True, exist_ok=True)
-        args.grabcut_cache.write_text(json.dumps(cache))
-
     result: dict = {
         "data": str(args.data.resolve().relative_to(HERE.parent.parent.parent)) if args.data.resolve().is_relative_to(HERE.parent.parent.parent) else str(args.data),
         "objects": len(rows),

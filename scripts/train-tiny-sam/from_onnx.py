@@ -36,13 +36,11 @@ def initializers(path: Path) -> tuple[dict[str, torch.Tensor], list[tuple[str, t
     """Named initializers (an nn.Module path) and the unnamed ones that export created, in
     graph order."""
     named, unnamed = {}, []
-    try:
-        graph = onnx.load(str(path)).graph
-    except Exception as err:  # onnx raises DecodeError, OSError... for what is not an ONNX file
-        raise SystemExit(f"{path}: not an ONNX model ({err})") from err
+    graph = load_graph(path)
     for init in graph.initializer:
         t = torch.from_numpy(numpy_helper.to_array(init).copy())
         (unnamed.append((init.name, t)) if init.name.startswith("onnx::") else named.__setitem__(init.name, t))
+    named |= {k: v for k, v in constants(graph).items() if not k.startswith("onnx::")}
     return named, unnamed
 
 
@@ -53,33 +51,68 @@ def take(unnamed: list[tuple[str, torch.Tensor]], prefix: str, shape: tuple[int,
     return t
 
 
+def load_graph(path: Path) -> onnx.GraphProto:
+    try:
+        return onnx.load(str(path)).graph
+    except Exception as err:  # onnx raises DecodeError, OSError... for what is not an ONNX file
+        raise SystemExit(f"{path}: not an ONNX model ({err})") from err
+
+
+def constants(graph: onnx.GraphProto) -> dict[str, torch.Tensor]:
+    """Every initializer by name, and the names the exporter aliased to one: it stores a tensor
+    once when two are equal (fresh zero biases, unit norm weights...) and hands it to the other
+    users through Identity nodes, which the initializer list does not show."""
+    consts = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Identity" and n.input[0] in consts:
+            consts[n.output[0]] = consts[n.input[0]]
+    return consts
+
+
+def node_weights(graph: onnx.GraphProto, consts: dict[str, torch.Tensor]) -> list[tuple[str, list[torch.Tensor]]]:
+    """(op type, its unnamed constant inputs) of each node that has some, in graph order, which
+    is the order forward runs them."""
+    unnamed = {k: v for k, v in consts.items() if k.startswith("onnx::")}
+    return [(n.op_type, [unnamed[i] for i in n.input if i in unnamed]) for n in graph.node if n.op_type != "Identity" and any(i in unnamed for i in n.input)]
+
+
 def load_encoder(model: TinySam, path: Path) -> None:
     enc = model.image_encoder
-    named, unnamed = initializers(path)
-    # BatchNorm'd convolutions appear in forward order, which is their order in the module tree.
-    for module in enc.modules():
+    graph = load_graph(path)
+    consts = constants(graph)
+    named = {k.removeprefix("encoder."): v for k, v in consts.items() if k.startswith("encoder.")}
+    weights = node_weights(graph, consts)
+
+    def take(op: str, shapes: tuple[tuple[int, ...], ...]) -> list[torch.Tensor]:
+        got_op, tensors = weights.pop(0) if weights else ("nothing", [])
+        if got_op != op or tuple(tuple(t.shape) for t in tensors) != shapes:
+            raise SystemExit(f"{path}: unexpected {got_op} weights {[list(t.shape) for t in tensors]}: wanted {op} {[list(s) for s in shapes]}")
+        return tensors
+
+    # Forward order, which is the module tree's: BatchNorm'd convolutions (folded, so they carry
+    # a bias), the attention layers' three weight products, the two channel norms.
+    sd = enc.state_dict() | named
+    for name, module in enc.named_modules():
         if isinstance(module, nn.Sequential) and len(module) >= 2 and isinstance(module[1], nn.BatchNorm2d):
             conv, bn = module[0], module[1]
-            conv.weight.data = take(unnamed, "onnx::Conv", tuple(conv.weight.shape))
-            bias = take(unnamed, "onnx::Conv", (conv.out_channels,))
-            bn.weight.data.fill_(1.0)
-            bn.bias.data = bias
-            bn.running_mean.zero_()
-            bn.running_var.fill_(1.0 - bn.eps)
-    sd = enc.state_dict() | {k.removeprefix("encoder."): v for k, v in named.items()}
-    for name, module in enc.named_modules():
-        if isinstance(module, GlobalAttention):
+            weight, bias = take("Conv", (tuple(conv.weight.shape), (conv.out_channels,)))
+            sd[f"{name}.0.weight"] = weight
+            sd[f"{name}.1.weight"] = torch.ones_like(bn.weight)
+            sd[f"{name}.1.bias"] = bias
+            sd[f"{name}.1.running_mean"] = torch.zeros_like(bn.running_mean)
+            sd[f"{name}.1.running_var"] = torch.full_like(bn.running_var, 1.0 - bn.eps)
+        elif isinstance(module, GlobalAttention):
             c = module.norm1.normalized_shape[0]
-            sd[f"{name}.attn.in_proj_weight"] = take(unnamed, "onnx::MatMul", (c, 3 * c)).T
-            sd[f"{name}.mlp.0.weight"] = take(unnamed, "onnx::MatMul", (c, 2 * c)).T
-            sd[f"{name}.mlp.2.weight"] = take(unnamed, "onnx::MatMul", (2 * c, c)).T
+            sd[f"{name}.attn.in_proj_weight"] = take("MatMul", ((c, 3 * c),))[0].T
+            sd[f"{name}.mlp.0.weight"] = take("MatMul", ((c, 2 * c),))[0].T
+            sd[f"{name}.mlp.2.weight"] = take("MatMul", ((2 * c, c),))[0].T
     # The two channel norms: the detail map's, then the context's (the order forward runs them).
     for key, c in (("fine.3", DETAIL_CH), ("out.1", CONTEXT_CH)):
-        sd[f"{key}.weight"] = take(unnamed, "onnx::Mul", (c, 1, 1)).flatten()
-        sd[f"{key}.bias"] = take(unnamed, "onnx::Add", (c, 1, 1)).flatten()
+        sd[f"{key}.weight"] = take("Mul", ((c, 1, 1),))[0].flatten()
+        sd[f"{key}.bias"] = take("Add", ((c, 1, 1),))[0].flatten()
     enc.load_state_dict(sd)
-    if unnamed:
-        raise SystemExit(f"encoder initializers left over: {[n for n, _ in unnamed]}")
+    if weights:
+        raise SystemExit(f"{path}: encoder weights left over: {[(op, [list(t.shape) for t in ts]) for op, ts in weights]}")
 
 
 def load_decoder(model: TinySam, path: Path) -> None:

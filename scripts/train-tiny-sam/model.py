@@ -98,8 +98,8 @@ class ImageEncoder(nn.Module):
     """512x512 normalised frame -> [B, 256, 64, 64] embedding (context + detail map).
 
     The context pyramid keeps the layout of the earlier 256 px model (its trained weights load
-    by name), with blocks added as no-ops where the grid is small and they cost little; the
-    detail branch is new."""
+    by name), with blocks added as no-ops where the grid is small and they cost little, and a
+    wider 16x16 stage beside it; the detail branch is new."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -109,6 +109,13 @@ class ImageEncoder(nn.Module):
         self.s16 = nn.Sequential(
             conv_bn(96, 128, s=2), MBConv(128), GlobalAttention(128), MBConv(128), GlobalAttention(128, identity=True), MBConv(128, identity=True)
         )
+        # Width where it is cheap: a second 16x16 stage of 192 channels, three transformer layers
+        # over its 256 tokens, added to the first through a projection that starts at zero (so a
+        # checkpoint without it loads as the same function).
+        self.s16_wide = nn.Sequential(conv_bn(96, 192, s=2), GlobalAttention(192), GlobalAttention(192), GlobalAttention(192))
+        self.wide_out = nn.Conv2d(192, 128, 1)
+        nn.init.zeros_(self.wide_out.weight)
+        nn.init.zeros_(self.wide_out.bias)
         self.lat32 = nn.Conv2d(128, 96, 1)
         self.fuse32 = MBConv(96)
         self.lat64 = nn.Conv2d(96, 64, 1)
@@ -124,7 +131,7 @@ class ImageEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f64 = self.s64(self.s128(F.avg_pool2d(x, 2)))
         f32 = self.s32(f64)
-        f16 = self.s16(f32)
+        f16 = self.s16(f32) + self.wide_out(self.s16_wide(f32))
         f32 = self.fuse32(f32 + F.interpolate(self.lat32(f16), scale_factor=2.0, mode="bilinear", align_corners=False))
         f64 = self.fuse64(f64 + F.interpolate(self.lat64(f32), scale_factor=2.0, mode="bilinear", align_corners=False))
         fine = self.fine_stem(x) + F.interpolate(self.fine_context(f64), scale_factor=4.0, mode="bilinear", align_corners=False)

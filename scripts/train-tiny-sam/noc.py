@@ -45,6 +45,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import platform
 import sys
 import time
 from multiprocessing import Pool
@@ -359,7 +361,7 @@ def grabcut(bgr: np.ndarray, mask: np.ndarray, mode: int, rect=None) -> np.ndarr
 _w: dict = {}
 
 
-def _init(data: Path, models: list[str], grabcut: bool, cached: set[str], everything: bool, clicks: int, stop_iou: float, grabcut_stop: float) -> None:
+def _init(data: Path, models: list[str], grabcut: bool, cached: set[str], everything: str, clicks: int, stop_iou: float, grabcut_stop: float) -> None:
     cv2.setNumThreads(1)
     _w.update(data=data, models={m: OnnxSam(Path(m)) for m in models}, grabcut=grabcut, cached=cached, everything=everything, clicks=clicks, stop=stop_iou, gc_stop=grabcut_stop)
 
@@ -370,7 +372,7 @@ def _object(name: str) -> dict:
     out: dict = {"name": name, "area": int(gt.sum()), "models": {}}
     for key, model in _w["models"].items():
         t = time.perf_counter()
-        row = run_model(model, image, gt, valid, _w["clicks"], _w["stop"])
+        row = {} if _w["everything"] == "only" else run_model(model, image, gt, valid, _w["clicks"], _w["stop"])
         if _w["everything"]:
             row["everything"] = run_everything(model, image, labels)
         row["seconds"] = round(time.perf_counter() - t, 2)
@@ -409,6 +411,9 @@ def summarise(rows: list[dict], clicks: int) -> dict:
 
 
 def summarise_everything(rows: list[dict], settings: dict) -> dict:
+    """Recall at IoU 0.5, frames with no mask and masks per frame, at the model's thresholds and
+    over the grid; `calibrated`: the grid's most selective thresholds (fewest masks per frame)
+    whose recall is within 0.02 of the best that leaves no frame without a mask."""
     objects = sum(r["objects"] for r in rows)
 
     def at(key_of) -> dict:
@@ -416,13 +421,32 @@ def summarise_everything(rows: list[dict], settings: dict) -> dict:
         kept = [key_of(r)[1] for r in rows]
         return {"recall_iou50": round(found / max(1, objects), 4), "empty_frames": int(sum(k == 0 for k in kept)), "masks_per_frame": round(float(np.mean(kept)), 2)}
 
-    return {
-        "objects": objects,
-        "frames": len(rows),
-        "settings": settings,
-        "at_settings": at(lambda r: r["manifest"]),
-        "grid": {k: at(lambda r, k=k: r["grid"][k]) for k in rows[0]["grid"]},
-    }
+    grid = {k: at(lambda r, k=k: r["grid"][k]) for k in rows[0]["grid"]}
+    usable = {k: v for k, v in grid.items() if v["empty_frames"] == 0}
+    calibrated = None
+    if usable:
+        best = max(v["recall_iou50"] for v in usable.values())
+        near = [k for k, v in usable.items() if v["recall_iou50"] >= best - 0.02]
+        key = min(near, key=lambda k: (grid[k]["masks_per_frame"], -sum(map(float, k.split("/")))))
+        t_iou, t_stab = map(float, key.split("/"))
+        calibrated = {**settings, "pred_iou_thresh": t_iou, "stability_score_thresh": t_stab}
+    return {"objects": objects, "frames": len(rows), "settings": settings, "at_settings": at(lambda r: r["manifest"]), "grid": grid, "calibrated": calibrated}
+
+
+def progress(name: str, row: dict) -> str:
+    if "everything" in row and "ious" not in row:
+        found, kept = row["everything"]["manifest"]
+        return f"{name}: everything {found}/{row['everything']['objects']} found, {kept} masks"
+    return f"{name}: 1-click {row['ious'][0]:.3f} last {row['ious'][-1]:.3f} box {row['box']:.3f}"
+
+
+def machine() -> str:
+    """The CPU's model name and core count, for the date-and-machine line of every figure."""
+    try:
+        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        name = platform.machine()
+    return f"{name}, {os.cpu_count()} cores"
 
 
 def grabcut_key(data: Path, name: str, clicks: int, stop: float) -> str:
@@ -443,11 +467,16 @@ def main() -> None:
     ap.add_argument("--grabcut-stop-iou", type=float, default=0.90)
     ap.add_argument("--grabcut-cache", type=Path, help="GrabCut's per-object results, one JSON line each: read, and extended as objects finish")
     ap.add_argument("--everything", action="store_true", help="also Everything mode's recall (16x16 grid)")
+    ap.add_argument("--everything-only", action="store_true", help="Everything mode's recall and nothing else (calibration)")
+    ap.add_argument("--calibrate", action="store_true", help="write each model's calibrated Everything thresholds into its manifest.json")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     if not args.model and not args.grabcut:
         raise SystemExit("nothing to measure: give --model and/or --grabcut")
+    if args.calibrate and not (args.everything or args.everything_only):
+        raise SystemExit("--calibrate needs --everything or --everything-only")
+    everything = "only" if args.everything_only else "also" if args.everything else ""
     for m in args.model:
         if not (Path(m) / "manifest.json").is_file():
             raise SystemExit(f"--model {m}: no manifest.json there")
@@ -468,7 +497,7 @@ def main() -> None:
 
     start = time.time()
     rows = []
-    with Pool(args.workers, initializer=_init, initargs=(args.data, args.model, need_grabcut, {n for n in names if keys.get(n) in cache}, args.everything, args.clicks, args.stop_iou, args.grabcut_stop_iou)) as pool:
+    with Pool(args.workers, initializer=_init, initargs=(args.data, args.model, need_grabcut, {n for n in names if keys.get(n) in cache}, everything, args.clicks, args.stop_iou, args.grabcut_stop_iou)) as pool:
         for i, row in enumerate(pool.imap(_object, names)):
             if args.grabcut:
                 key = keys[row["name"]]
@@ -479,7 +508,7 @@ def main() -> None:
                             f.write(json.dumps({"key": key, "grabcut": row["grabcut"]}) + "\n")
                 row["grabcut"] = cache[key]
             rows.append(row)
-            parts = [f"{Path(m).name}: 1-click {row['models'][m]['ious'][0]:.3f} last {row['models'][m]['ious'][-1]:.3f} box {row['models'][m]['box']:.3f}" for m in args.model]
+            parts = [progress(Path(m).name, row["models"][m]) for m in args.model]
             if args.grabcut:
                 parts.append(f"grabcut: 1-click {row['grabcut']['ious'][0]:.3f} last {row['grabcut']['ious'][-1]:.3f}")
             print(f"[{i + 1}/{len(names)} {time.time() - start:.0f}s] {row['name']} " + " | ".join(parts), file=sys.stderr, flush=True)
@@ -496,16 +525,23 @@ def main() -> None:
             "speckle": "mask pixels in 8-connected components < 1% of the mask's area, pooled over 1-click and box masks",
         },
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{__import__('platform').processor() or __import__('platform').machine()}, {__import__('os').cpu_count()} cores",
+        "machine": machine(),
         "onnxruntime": ort.__version__,
         "opencv": cv2.__version__,
         "models": {},
     }
     for m in args.model:
         sel = [r["models"][m] for r in rows]
-        result["models"][m] = summarise(sel, args.clicks)
-        if args.everything:
-            result["models"][m]["everything"] = summarise_everything([s["everything"] for s in sel], OnnxSam(Path(m)).everything)
+        result["models"][m] = {} if everything == "only" else summarise(sel, args.clicks)
+        if everything:
+            summary = summarise_everything([s["everything"] for s in sel], OnnxSam(Path(m)).everything)
+            result["models"][m]["everything"] = summary
+            if args.calibrate and summary["calibrated"]:
+                manifest_path = Path(m) / "manifest.json"
+                manifest = json.loads(manifest_path.read_text())
+                manifest["everything"] = summary["calibrated"]
+                manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+                print(f"{manifest_path}: everything = {json.dumps(summary['calibrated'])}", file=sys.stderr)
     if args.grabcut:
         result["grabcut"] = summarise([r["grabcut"] for r in rows], args.clicks) | {"stop_iou": args.grabcut_stop_iou}
     text = json.dumps(result, indent=2)

@@ -120,7 +120,8 @@ def paste(rng: np.random.Generator, image: np.ndarray, masks: list[np.ndarray], 
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     cut, cut_mask = donor[y0:y1, x0:x1], donor_mask[y0:y1, x0:x1]
     h, w = image.shape[:2]
-    s = rng.uniform(0.15, 0.6) * max(h, w) / max(cut.shape[:2])
+    # Never wider or taller than the image: a tall photo would otherwise leave no place to put it.
+    s = min(rng.uniform(0.15, 0.6) * max(h, w) / max(cut.shape[:2]), w / cut.shape[1], h / cut.shape[0])
     nw, nh = max(4, int(cut.shape[1] * s)), max(4, int(cut.shape[0] * s))
     cut = cv2.resize(cut, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
     alpha = cv2.resize(cut_mask.astype(np.float32), (nw, nh), interpolation=cv2.INTER_LINEAR)

@@ -41,6 +41,8 @@ DEFAULTS = {
     "box_fraction": 0.3,
     "max_corrective": 3,
     "mask_input_fraction": 0.5,
+    # Weight of the predicted-IoU loss: the IoU head picks a lone click's mask among the three.
+    "iou_loss_weight": 1.0,
     "lr": 2e-3,
     "weight_decay": 0.01,
     "warmup_steps": 100,
@@ -150,7 +152,7 @@ def train_step(model, batch, cfg, rng) -> dict[str, float]:
     logits2, iou_pred2 = model.decode(emb, coords, labels, mask_in, use_mask, index)
     loss_corr = mask_loss(logits2[:, :1], gt)[:, 0].mean()
     loss_iou = loss_iou + F.mse_loss(iou_pred2[:, :1], mask_iou(logits2[:, :1].detach(), gt))
-    loss = loss_first + loss_corr + loss_iou
+    loss = loss_first + loss_corr + cfg["iou_loss_weight"] * loss_iou
     loss.backward()
     return {
         "loss": float(loss.detach()),

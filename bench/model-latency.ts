@@ -8,7 +8,7 @@
  * MODEL is a folder or FOLDER#NAME, as `--model` takes it. Prints JSON per model and session
  * setting: file sizes, median/p90 milliseconds inside session.run (the model's own time: the
  * image is decoded and resized once, beforehand), and each median over its budget (the bundled
- * model's: encoder 150 ms, decoder 10 ms, 12 MB in all), so a ratio above 1 is a budget missed on
+ * model's, issue 18: encoder 250 ms, decoder 15 ms, 24 MB for all its files), so a ratio above 1 is a budget missed on
  * this machine. Sessions get the agent's own options (`agent`, the default: onnxruntime's thread
  * count, no spinning) or a variant of them: `one` runs one thread, `spin` lets the threads
  * busy-wait. With several folders or settings, their runs alternate in blocks so that every one
@@ -31,7 +31,7 @@ import { DEFAULT_SESSION_CONFIG, SamModel, type DecoderInputs, type EncoderImage
 import { loadForModel } from "../agent/src/segment/preprocess.ts";
 import { wholeNumber } from "./options.ts";
 
-const BUDGET = { encoderMs: 150, decoderMs: 10, totalBytes: 12 * 1000 * 1000 };
+const BUDGET = { encoderMs: 250, decoderMs: 15, totalBytes: 24 * 1000 * 1000 };
 const BLOCKS = 5;
 const IMAGE = join(SAMPLES_DIR, "shapes-portrait.jpg");
 
@@ -103,7 +103,7 @@ async function measure(specs: string[], settings: string[], runs: number): Promi
     const { manifest, dir } = s.model;
     const files = manifestFiles(manifest);
     const sizes = Object.fromEntries(await Promise.all(files.map(async (f) => [f, (await stat(join(dir, f))).size] as const)));
-    const total = Object.entries(sizes).reduce((sum, [f, n]) => sum + (f === manifest.decoderBatch ? 0 : n), 0);
+    const total = Object.values(sizes).reduce((sum, n) => sum + n, 0);
     const enc = summary(s.encoderMs);
     const dec = summary(s.decoderMs);
     results.push({
@@ -113,7 +113,7 @@ async function measure(specs: string[], settings: string[], runs: number): Promi
       setting: s.setting,
       intra_op_threads: SETTINGS[s.setting]!.intraOpThreads,
       bytes: sizes,
-      encoder_plus_decoder_bytes: total,
+      all_files_bytes: total,
       encoder_ms: enc,
       decoder_ms: dec,
       decoder_orig_size: "480x640",

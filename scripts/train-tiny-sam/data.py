@@ -1,22 +1,25 @@
-"""Training batches and click simulation, in the 256 px model frame (the 1024 frame / 4)."""
+"""Training batches and click simulation.
+
+Images go to the encoder in its 512 px frame (model.FRAME); ground truth, clicks and boxes
+live in the 256 px frame of the low-res masks (SAM's 1024 frame / 4), where the loss is taken.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
 from scipy import ndimage
 
-from scenes import make_scene, random_size
+from model import FRAME, IMG_SIZE, LOWRES
+from real import TRAIN_ROOT, RealSamples, area_downscale
 
-FRAME = 256  # model frame: SAM's 1024 input after the encoder's fixed 4x4 pool
-SCALE = 1024 / FRAME  # prompt coordinates live in SAM's 1024 frame
+SCALE = IMG_SIZE / LOWRES  # prompt coordinates live in SAM's 1024 frame
 PIXEL_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
 PIXEL_STD = np.array([58.395, 57.12, 57.375], np.float32)
 
 
 def to_sam_frame(x: float) -> float:
-    """Centre of model-frame pixel x in SAM's 1024 frame, where pixel indices are scaled."""
+    """Centre of low-res pixel x in SAM's 1024 frame, where pixel indices are scaled."""
     return x * SCALE + (SCALE - 1) / 2
 
 
@@ -69,36 +72,38 @@ def noisy_box(mask: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
     return box
 
 
-class SceneBatches(torch.utils.data.IterableDataset):
-    """Endless batches: images, targets and a first prompt (a click or a box) per target."""
+class Batches(torch.utils.data.IterableDataset):
+    """Endless batches: images, targets (soft, at the low-res scale) and a first prompt (a click
+    or a box) per target. `data` configures real.RealSamples: set weights, the share of
+    procedural scenes, copy-paste and union probabilities."""
 
-    def __init__(self, seed: int, images: int, targets: int, box_fraction: float) -> None:
-        self.seed, self.images, self.targets, self.box_fraction = seed, images, targets, box_fraction
+    def __init__(self, seed: int, images: int, targets: int, box_fraction: float, data: dict) -> None:
+        self.seed, self.images, self.targets, self.box_fraction, self.data = seed, images, targets, box_fraction, data
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         rng = np.random.default_rng([self.seed, info.id if info else 0])
+        samples = RealSamples(TRAIN_ROOT, self.data["sets"], self.data["synthetic"], FRAME, self.data["paste"], self.data["union"])
         while True:
-            yield self.batch(rng)
+            yield self.batch(samples, rng)
 
-    def batch(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    def batch(self, samples: RealSamples, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         imgs, gts, coords, labels, index = [], [], [], [], []
         while len(imgs) < self.images:
-            w, h = random_size(rng, FRAME)
-            scene = make_scene(rng, w, h)
-            if not scene.masks:
+            image, objects = samples.sample(rng)
+            if not objects:
                 continue
-            image = scene.image
-            if rng.random() < 0.15:  # a small camera frame upscaled: soft edges
-                f = rng.uniform(1.5, 3.0)
-                small = Image.fromarray(image).resize((max(4, int(w / f)), max(4, int(h / f))), Image.BILINEAR)
-                image = np.asarray(small.resize((w, h), Image.BILINEAR))
+            h, w = image.shape[:2]
             i = len(imgs)
             imgs.append(normalise_pad(image, FRAME))
-            for k in rng.permutation(len(scene.masks))[: self.targets]:
-                m = np.zeros((FRAME, FRAME), bool)
-                m[:h, :w] = scene.masks[k]
-                gts.append(m)
+            for k in rng.permutation(len(objects))[: self.targets]:
+                full = np.zeros((FRAME, FRAME), bool)
+                full[:h, :w] = objects[k]
+                soft = area_downscale(full, FRAME // LOWRES)
+                m = soft >= 0.5
+                if not m.any():
+                    continue
+                gts.append(soft)
                 if rng.random() < self.box_fraction:
                     b = noisy_box(m, rng) * SCALE
                     coords.append([[b[0], b[1]], [b[2], b[3]]])
@@ -108,6 +113,8 @@ class SceneBatches(torch.utils.data.IterableDataset):
                     coords.append([[to_sam_frame(x), to_sam_frame(y)], [0.0, 0.0]])
                     labels.append([1, -1])
                 index.append(i)
+            if len(index) == 0 or index[-1] != i:  # no usable target: drop the image
+                imgs.pop()
         return {
             "images": torch.from_numpy(np.stack(imgs)),
             "gt": torch.from_numpy(np.stack(gts)),

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper
 from torch import nn
 
-from model import IMG_SIZE, TinySam
+from model import FRAME, IMG_SIZE, TinySam
 
 HERE = Path(__file__).resolve().parent
 DECODER_INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size"]
@@ -42,7 +42,7 @@ class EncoderOnnx(nn.Module):
         self.encoder = model.image_encoder
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.encoder(F.avg_pool2d(images, 4))
+        return self.encoder(F.avg_pool2d(images, IMG_SIZE // FRAME))
 
 
 class DecoderOnnx(nn.Module):
@@ -340,7 +340,7 @@ def main() -> None:
     ap.add_argument("--name", default="tiny-sam")
     args = ap.parse_args()
     ckpt = torch.load(args.checkpoint, map_location="cpu")
-    model = TinySam(refine=ckpt.get("config", {}).get("refine", True))
+    model = TinySam()
     model.load_state_dict(ckpt["model"])
     paths = export(model, args.out, args.name)
     config = dict(ckpt.get("config", {}))

@@ -1,7 +1,7 @@
 """Rebuild a training checkpoint from an exported tiny-SAM (the two ONNX files).
 
-    python from_onnx.py --model ../../models/tiny-sam --out runs/phase2/checkpoint.pt \
-        --step 1100 --config config-phase2.json
+    python from_onnx.py --model ../../models/tiny-sam --out runs/shipped/checkpoint.pt \
+        --step 2400 --config config-real1.json
 
 The shipped ONNX files hold every weight of the model, so a later training phase can start from
 them when the run folder that produced them is gone. Export folds each BatchNorm into the
@@ -29,20 +29,18 @@ from onnx import numpy_helper
 from torch import nn
 
 from export import EXPORT_TOLERANCE, export, random_decoder_feeds
-from model import LayerNorm2d, TinySam
+from model import COARSE_CH, CONTEXT_CH, DETAIL_CH, GlobalAttention, TinySam
 
 
 def initializers(path: Path) -> tuple[dict[str, torch.Tensor], list[tuple[str, torch.Tensor]]]:
     """Named initializers (an nn.Module path) and the unnamed ones that export created, in
     graph order."""
     named, unnamed = {}, []
-    try:
-        graph = onnx.load(str(path)).graph
-    except Exception as err:  # onnx raises DecodeError, OSError... for what is not an ONNX file
-        raise SystemExit(f"{path}: not an ONNX model ({err})") from err
+    graph = load_graph(path)
     for init in graph.initializer:
         t = torch.from_numpy(numpy_helper.to_array(init).copy())
         (unnamed.append((init.name, t)) if init.name.startswith("onnx::") else named.__setitem__(init.name, t))
+    named |= {k: v for k, v in constants(graph).items() if not k.startswith("onnx::")}
     return named, unnamed
 
 
@@ -53,28 +51,68 @@ def take(unnamed: list[tuple[str, torch.Tensor]], prefix: str, shape: tuple[int,
     return t
 
 
+def load_graph(path: Path) -> onnx.GraphProto:
+    try:
+        return onnx.load(str(path)).graph
+    except Exception as err:  # onnx raises DecodeError, OSError... for what is not an ONNX file
+        raise SystemExit(f"{path}: not an ONNX model ({err})") from err
+
+
+def constants(graph: onnx.GraphProto) -> dict[str, torch.Tensor]:
+    """Every initializer by name, and the names the exporter aliased to one: it stores a tensor
+    once when two are equal (fresh zero biases, unit norm weights...) and hands it to the other
+    users through Identity nodes, which the initializer list does not show."""
+    consts = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Identity" and n.input[0] in consts:
+            consts[n.output[0]] = consts[n.input[0]]
+    return consts
+
+
+def node_weights(graph: onnx.GraphProto, consts: dict[str, torch.Tensor]) -> list[tuple[str, list[torch.Tensor]]]:
+    """(op type, its unnamed constant inputs) of each node that has some, in graph order, which
+    is the order forward runs them."""
+    unnamed = {k: v for k, v in consts.items() if k.startswith("onnx::")}
+    return [(n.op_type, [unnamed[i] for i in n.input if i in unnamed]) for n in graph.node if n.op_type != "Identity" and any(i in unnamed for i in n.input)]
+
+
 def load_encoder(model: TinySam, path: Path) -> None:
     enc = model.image_encoder
-    named, unnamed = initializers(path)
-    # BatchNorm'd convolutions appear in forward order, which is their order in the module tree.
-    for module in enc.modules():
+    graph = load_graph(path)
+    consts = constants(graph)
+    named = {k.removeprefix("encoder."): v for k, v in consts.items() if k.startswith("encoder.")}
+    weights = node_weights(graph, consts)
+
+    def take(op: str, shapes: tuple[tuple[int, ...], ...]) -> list[torch.Tensor]:
+        got_op, tensors = weights.pop(0) if weights else ("nothing", [])
+        if got_op != op or tuple(tuple(t.shape) for t in tensors) != shapes:
+            raise SystemExit(f"{path}: unexpected {got_op} weights {[list(t.shape) for t in tensors]}: wanted {op} {[list(s) for s in shapes]}")
+        return tensors
+
+    # Forward order, which is the module tree's: BatchNorm'd convolutions (folded, so they carry
+    # a bias), the attention layers' three weight products, the two channel norms.
+    sd = enc.state_dict() | named
+    for name, module in enc.named_modules():
         if isinstance(module, nn.Sequential) and len(module) >= 2 and isinstance(module[1], nn.BatchNorm2d):
             conv, bn = module[0], module[1]
-            conv.weight.data = take(unnamed, "onnx::Conv", tuple(conv.weight.shape))
-            bias = take(unnamed, "onnx::Conv", (conv.out_channels,))
-            bn.weight.data.fill_(1.0)
-            bn.bias.data = bias
-            bn.running_mean.zero_()
-            bn.running_var.fill_(1.0 - bn.eps)
-    sd = enc.state_dict() | {k.removeprefix("encoder."): v for k, v in named.items()}
-    sd["s16.2.attn.in_proj_weight"] = take(unnamed, "onnx::MatMul", (128, 384)).T
-    sd["s16.2.mlp.0.weight"] = take(unnamed, "onnx::MatMul", (128, 256)).T
-    sd["s16.2.mlp.2.weight"] = take(unnamed, "onnx::MatMul", (256, 128)).T
-    sd["out.1.weight"] = take(unnamed, "onnx::Mul", (64, 1, 1)).flatten()
-    sd["out.1.bias"] = take(unnamed, "onnx::Add", (64, 1, 1)).flatten()
+            weight, bias = take("Conv", (tuple(conv.weight.shape), (conv.out_channels,)))
+            sd[f"{name}.0.weight"] = weight
+            sd[f"{name}.1.weight"] = torch.ones_like(bn.weight)
+            sd[f"{name}.1.bias"] = bias
+            sd[f"{name}.1.running_mean"] = torch.zeros_like(bn.running_mean)
+            sd[f"{name}.1.running_var"] = torch.full_like(bn.running_var, 1.0 - bn.eps)
+        elif isinstance(module, GlobalAttention):
+            c = module.norm1.normalized_shape[0]
+            sd[f"{name}.attn.in_proj_weight"] = take("MatMul", ((c, 3 * c),))[0].T
+            sd[f"{name}.mlp.0.weight"] = take("MatMul", ((c, 2 * c),))[0].T
+            sd[f"{name}.mlp.2.weight"] = take("MatMul", ((2 * c, c),))[0].T
+    # The two channel norms: the detail map's, then the context's (the order forward runs them).
+    for key, c in (("fine.3", DETAIL_CH), ("out.1", CONTEXT_CH)):
+        sd[f"{key}.weight"] = take("Mul", ((c, 1, 1),))[0].flatten()
+        sd[f"{key}.bias"] = take("Add", ((c, 1, 1),))[0].flatten()
     enc.load_state_dict(sd)
-    if unnamed:
-        raise SystemExit(f"encoder initializers left over: {[n for n, _ in unnamed]}")
+    if weights:
+        raise SystemExit(f"{path}: encoder weights left over: {[(op, [list(t.shape) for t in ts]) for op, ts in weights]}")
 
 
 def load_decoder(model: TinySam, path: Path) -> None:
@@ -107,30 +145,17 @@ def load_decoder(model: TinySam, path: Path) -> None:
         for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
             w = sd[f"{prefix}.{proj}.weight"]
             sd[f"{prefix}.{proj}.weight"] = take(unnamed, "onnx::MatMul", tuple(w.T.shape)).T
-    if "model.mask_decoder.up1.weight" not in named:
-        # The token-major head (MaskDecoder._token_major_masks, exports from December 2026 on)
-        # reads up1 with its output channels reordered to s1*16 + c and up2 folded into the
-        # hypernetwork weights; its channel norm is a LayerNormalization with named weights.
-        sd["mask_decoder.up1.bias"] = take(unnamed, "onnx::Add", (64,)).reshape(4, 16).T.reshape(64)
-        sd["mask_decoder.up1.weight"] = take(unnamed, "onnx::MatMul", (64, 64)).T.reshape(4, 16, 64).transpose(0, 1).reshape(64, 64, 1, 1)
-        sd["mask_decoder.up2.weight"] = take(unnamed, "onnx::Einsum", (8, 4, 16)).reshape(32, 16, 1, 1)
-    else:
-        # Older heads normalise up1's output over [C, pixels]: before its shuffle without the
-        # refinement convolution, after it with.
-        layer_norm("mask_decoder.up1_norm", 16, (1, 1) if model.mask_decoder.refine is not None else (1,))
-    if model.mask_decoder.refine is None:
-        # The folded head reads these two reshaped (constant-folded under new names).
-        sd["mask_decoder.up2.bias"] = take(unnamed, "onnx::Einsum", (8, 4)).flatten()
-        sd["mask_decoder.detail_proj.weight"] = take(unnamed, "onnx::MatMul", (8, 12)).reshape(8, 12, 1, 1)
+    # The coarse head's projection of the image tokens, pre-transposed like the transformer's.
+    sd["mask_decoder.coarse_proj.weight"] = take(unnamed, "onnx::MatMul", (CONTEXT_CH, COARSE_CH)).T
     if unnamed:
         raise SystemExit(f"decoder initializers left over: {[n for n, _ in unnamed]}")
     model.load_state_dict(sd)
 
 
 def max_difference(a: tuple[Path, Path], b: tuple[Path, Path], image: np.ndarray, feeds: dict[str, np.ndarray]) -> float:
-    """Largest difference between two encoder + decoder pairs' outputs on one image and prompt:
-    end to end, since exports of different dates lay out the embedding differently
-    (model.fold_detail)."""
+    """Largest difference between two encoder + decoder pairs' outputs on one image and prompt,
+    end to end (the embedding is the model's own business: only what the decoder makes of it
+    counts)."""
     outs = []
     for enc, dec in (a, b):
         embeddings = ort.InferenceSession(str(enc), providers=["CPUExecutionProvider"]).run(None, {"images": image})[0]
@@ -150,8 +175,7 @@ def main() -> None:
     for p in (enc_path, dec_path):
         if not p.is_file():
             raise SystemExit(f"{p}: not found")
-    # Exports of phase 4 on have no refinement convolution (model.MaskDecoder).
-    model = TinySam(refine=any(k.startswith("model.mask_decoder.refine.") for k in initializers(dec_path)[0]))
+    model = TinySam()
     load_encoder(model, enc_path)
     load_decoder(model, dec_path)
     model.eval()

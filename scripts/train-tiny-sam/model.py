@@ -4,15 +4,18 @@ The prompt encoder and the mask decoder follow SAM's modules (random-Fourier pos
 encoding, label embeddings, mask downscaling, a two-way transformer with 1+3 mask tokens and
 an IoU head). The image encoder is a small convolutional pyramid instead of a ViT.
 
-The encoder's first step is a fixed 4x4 average pool: a 1024x1024 input becomes 256x256, the
-resolution at which SAM's decoder predicts its low-res masks. Training therefore renders
-scenes straight at 256 px and skips the pool; export puts it back, so the ONNX files take
-SAM's exact 1024x1024 input.
+The encoder works on a 512x512 frame: SAM's 1024x1024 input average-pooled 2x2 (export puts
+the pool in front, so the ONNX files take SAM's exact input; training renders its images
+straight into the 512 frame). A context pyramid sees the frame pooled once more to 256 px and
+gives 64 channels of features at 64x64, the grid of SAM's image embedding; a detail branch sees
+the 512 frame itself and gives a 12-channel map at 256x256, the resolution of SAM's low-res
+masks, with the context features mixed in so its edges know what they belong to.
 
-The 256 channels of `image_embeddings` carry two things: 64 channels of context features at
-64x64, and a 12-channel 256x256 detail map folded into the other 192 channels by a 4x4
-space-to-depth. The decoder unfolds the detail map to sharpen its upscaled mask features,
-which is how the model draws boundaries finer than its 64x64 token grid.
+The 256 channels of `image_embeddings` carry both: channels 0-63 the context features, channels
+64-255 the detail map in its own memory order (12 rows of 256x256 read as 192 rows of 64x64).
+The decoder reads each mask twice: coarsely from the image tokens at 64x64, upsampled
+bilinearly to 256x256, plus a per-mask linear combination of the detail map. No pixel shuffle
+or space-to-depth anywhere: those gave the masks of earlier versions a 4x4 checkerboard.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ EMBED_DIM = 256
 GRID = 64  # image_embeddings are GRID x GRID
 LOWRES = 256  # low_res_masks are LOWRES x LOWRES
 IMG_SIZE = 1024
+FRAME = 512  # the encoder's input frame: SAM's 1024 input pooled 2x2
 CONTEXT_CH = 64  # decoder width; the context part of the embedding
-DETAIL_CH = 12  # detail map channels, folded 4x4 into 192 embedding channels
+DETAIL_CH = 12  # detail map channels at LOWRES x LOWRES, in the other 192 embedding channels
+COARSE_CH = 32  # per-token features the coarse masks are read from
 
 
 class LayerNorm2d(nn.Module):
@@ -55,10 +60,12 @@ def conv_bn(cin: int, cout: int, k: int = 3, s: int = 1, groups: int = 1, act: b
 class MBConv(nn.Module):
     """Inverted residual: cheap on CPU, and the 5x5 depthwise widens the receptive field."""
 
-    def __init__(self, c: int, expand: int = 2, k: int = 5) -> None:
+    def __init__(self, c: int, expand: int = 2, k: int = 5, identity: bool = False) -> None:
         super().__init__()
         h = c * expand
         self.block = nn.Sequential(conv_bn(c, h, 1), conv_bn(h, h, k, groups=h), conv_bn(h, c, 1, act=False))
+        if identity:  # a block added to a trained model starts as a no-op
+            nn.init.zeros_(self.block[2][1].weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.block(x)
@@ -67,13 +74,16 @@ class MBConv(nn.Module):
 class GlobalAttention(nn.Module):
     """One transformer layer over the coarsest grid, so every location sees the whole image."""
 
-    def __init__(self, c: int, heads: int = 4) -> None:
+    def __init__(self, c: int, heads: int = 4, identity: bool = False) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(c)
         self.attn = nn.MultiheadAttention(c, heads, batch_first=True)
         self.norm2 = nn.LayerNorm(c)
         self.mlp = nn.Sequential(nn.Linear(c, 2 * c), nn.GELU(), nn.Linear(2 * c, c))
         self.pos = nn.Parameter(torch.zeros(1, c, 16, 16))
+        if identity:  # a layer added to a trained model starts as a no-op
+            for p in (self.attn.out_proj.weight, self.attn.out_proj.bias, self.mlp[2].weight, self.mlp[2].bias):
+                nn.init.zeros_(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -85,30 +95,48 @@ class GlobalAttention(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-    """256x256 normalised image -> [B, 256, 64, 64] embedding (context + folded detail)."""
+    """512x512 normalised frame -> [B, 256, 64, 64] embedding (context + detail map).
 
-    def __init__(self, detail_layout: str = "flat") -> None:
+    The context pyramid keeps the layout of the earlier 256 px model (its trained weights load
+    by name), with blocks added as no-ops where the grid is small and they cost little, and a
+    wider 16x16 stage beside it; the detail branch is new."""
+
+    def __init__(self) -> None:
         super().__init__()
-        self.detail_layout = detail_layout
-        self.detail = nn.Sequential(conv_bn(3, 16), conv_bn(16, DETAIL_CH, act=False))
         self.s128 = nn.Sequential(conv_bn(3, 32, s=2), MBConv(32))
-        self.s64 = nn.Sequential(conv_bn(32, 64, s=2), MBConv(64), MBConv(64))
-        self.s32 = nn.Sequential(conv_bn(64, 96, s=2), MBConv(96), MBConv(96))
-        self.s16 = nn.Sequential(conv_bn(96, 128, s=2), MBConv(128), GlobalAttention(128), MBConv(128))
+        self.s64 = nn.Sequential(conv_bn(32, 64, s=2), MBConv(64), MBConv(64), MBConv(64, identity=True))
+        self.s32 = nn.Sequential(conv_bn(64, 96, s=2), MBConv(96), MBConv(96), MBConv(96, identity=True), MBConv(96, identity=True))
+        self.s16 = nn.Sequential(
+            conv_bn(96, 128, s=2), MBConv(128), GlobalAttention(128), MBConv(128), GlobalAttention(128, identity=True), MBConv(128, identity=True)
+        )
+        # Width where it is cheap: a second 16x16 stage of 192 channels, three transformer layers
+        # over its 256 tokens, added to the first through a projection that starts at zero (so a
+        # checkpoint without it loads as the same function).
+        self.s16_wide = nn.Sequential(conv_bn(96, 192, s=2), GlobalAttention(192), GlobalAttention(192), GlobalAttention(192))
+        self.wide_out = nn.Conv2d(192, 128, 1)
+        nn.init.zeros_(self.wide_out.weight)
+        nn.init.zeros_(self.wide_out.bias)
         self.lat32 = nn.Conv2d(128, 96, 1)
         self.fuse32 = MBConv(96)
         self.lat64 = nn.Conv2d(96, 64, 1)
-        self.fuse64 = nn.Sequential(MBConv(64), MBConv(64))
+        self.fuse64 = nn.Sequential(MBConv(64), MBConv(64), MBConv(64, identity=True))
         self.out = nn.Sequential(nn.Conv2d(64, CONTEXT_CH, 1), LayerNorm2d(CONTEXT_CH))
+        # Detail: the 512 frame's own pixels at stride 2, plus the context features upsampled.
+        self.fine_stem = conv_bn(3, 16, s=2)
+        self.fine_context = nn.Conv2d(64, 16, 1)
+        # Dense 3x3 convolutions: at 256x256 they train several times faster on a CPU than the
+        # depthwise blocks of the pyramid.
+        self.fine = nn.Sequential(conv_bn(16, 16), conv_bn(16, 16), nn.Conv2d(16, DETAIL_CH, 1), LayerNorm2d(DETAIL_CH))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        detail = self.detail(x)
-        f64 = self.s64(self.s128(x))
+        f64 = self.s64(self.s128(F.avg_pool2d(x, 2)))
         f32 = self.s32(f64)
-        f16 = self.s16(f32)
+        f16 = self.s16(f32) + self.wide_out(self.s16_wide(f32))
         f32 = self.fuse32(f32 + F.interpolate(self.lat32(f16), scale_factor=2.0, mode="bilinear", align_corners=False))
         f64 = self.fuse64(f64 + F.interpolate(self.lat64(f32), scale_factor=2.0, mode="bilinear", align_corners=False))
-        return torch.cat([self.out(f64), fold_detail(detail, self.detail_layout)], dim=1)
+        fine = self.fine_stem(x) + F.interpolate(self.fine_context(f64), scale_factor=4.0, mode="bilinear", align_corners=False)
+        detail = self.fine(fine)
+        return torch.cat([self.out(f64), detail.reshape(detail.shape[0], -1, GRID, GRID)], dim=1)
 
 
 class PositionEmbeddingRandom(nn.Module):
@@ -269,28 +297,24 @@ class MLP(nn.Module):
 
 
 class MaskDecoder(nn.Module):
-    """SAM's mask decoder (1 + 3 mask tokens, IoU head), plus the detail-map skip."""
+    """SAM's mask decoder (1 + 3 mask tokens, IoU head) with a head that reads each mask at two
+    scales: hyper . coarse(image tokens) at 64x64, upsampled bilinearly (as SAM's own masks are
+    upsampled after it), plus hyper . detail(detail map) at 256x256. Both parts are linear in
+    the mask's hypernetwork output, so nothing image-sized is built per mask but the masks."""
 
-    def __init__(self, dim: int = CONTEXT_CH, num_multimask: int = 3, refine: bool = True) -> None:
+    def __init__(self, dim: int = CONTEXT_CH, num_multimask: int = 3) -> None:
         super().__init__()
         self.num_mask_tokens = num_multimask + 1
         self.iou_token = nn.Embedding(1, dim)
         self.mask_tokens = nn.Embedding(self.num_mask_tokens, dim)
         self.transformer = TwoWayTransformer(dim)
-        # SAM's 2x2 stride-2 transposed convolutions, written as a 1x1 convolution followed by a
-        # depth-to-space: the same function, several times faster on CPU.
-        up = dim // 4
-        self.up1 = nn.Conv2d(dim, up * 4, 1)
-        self.up1_norm = LayerNorm2d(up)
-        self.up2 = nn.Conv2d(up, dim // 8 * 4, 1)
-        self.detail_proj = nn.Conv2d(DETAIL_CH, dim // 8, 1)
-        # Phases 1-3 sharpen the 256x256 features with a small convolution before the masks are
-        # read out. Without it (phase 4 on) the head is linear from `up2` on, which is what lets
-        # `_linear_masks` skip building those features: a faster decoder with the same interface.
-        self.refine = nn.Sequential(nn.GELU(), nn.Conv2d(dim // 8, dim // 8, 3, padding=1, groups=dim // 8), nn.Conv2d(dim // 8, dim // 8, 1)) if refine else None
-        self.hypernet = nn.ModuleList([MLP(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens)])
+        hyper = dim // 8
+        self.coarse_proj = nn.Linear(dim, COARSE_CH)
+        self.coarse_norm = nn.LayerNorm(COARSE_CH)
+        self.coarse_read = nn.Linear(COARSE_CH, hyper)
+        self.detail_read = nn.Linear(DETAIL_CH, hyper)
+        self.hypernet = nn.ModuleList([MLP(dim, dim, hyper, 3) for _ in range(self.num_mask_tokens)])
         self.iou_head = MLP(dim, 128, self.num_mask_tokens, 3)
-        self.token_major = False
 
     def forward(
         self,
@@ -317,86 +341,15 @@ class MaskDecoder(nn.Module):
         # The positional encoding stays one image's: a constant onnxruntime folds, broadcast.
         src = (context + dense).expand(b, -1, -1, -1)
         hs, src_out = self.transformer(src, pos.unsqueeze(0), tokens)
-        hyper = torch.stack([self.hypernet[i](hs[:, 1 + i]) for i in range(self.num_mask_tokens)], dim=1)
-        if self.refine is not None:
-            masks = self._refined_masks(src_out, detail, hyper)
-        elif self.token_major and image_index is None:
-            masks = self._token_major_masks(src_out, embeddings, hyper)
-        else:
-            masks = self._linear_masks(src_out, detail, hyper)
+        hyper = torch.stack([self.hypernet[i](hs[:, 1 + i]) for i in range(self.num_mask_tokens)], dim=1)  # [B, M, h]
+        m = self.num_mask_tokens
+        features = F.gelu(self.coarse_norm(self.coarse_proj(src_out)))  # [B, 4096, COARSE_CH]
+        coarse = features @ (hyper @ self.coarse_read.weight).transpose(1, 2) + (hyper @ self.coarse_read.bias)[:, None]  # [B, 4096, M]
+        coarse = coarse.transpose(1, 2).reshape(b, m, GRID, GRID)
+        rows = detail.reshape(detail.shape[0], DETAIL_CH, LOWRES * LOWRES)
+        fine = (hyper @ self.detail_read.weight) @ rows + (hyper @ self.detail_read.bias)[..., None]  # [B, M, 65536]
+        masks = F.interpolate(coarse, scale_factor=LOWRES / GRID, mode="bilinear", align_corners=False) + fine.reshape(b, m, LOWRES, LOWRES)
         return masks, self.iou_head(hs[:, 0])
-
-    def _refined_masks(self, src_out: torch.Tensor, detail: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
-        b = hyper.shape[0]
-        x = F.gelu(self.up1_norm(F.pixel_shuffle(self.up1(src_out.transpose(1, 2).reshape(b, -1, GRID, GRID)), 2)))
-        x = F.pixel_shuffle(self.up2(x), 2) + self.detail_proj(unfold_detail(detail, nested=False))
-        x = x + self.refine(x)
-        return (hyper @ x.flatten(2)).reshape(b, self.num_mask_tokens, LOWRES, LOWRES)
-
-    def _linear_masks(self, src_out: torch.Tensor, detail: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
-        """The refine-less head, hyper . (shuffle(up2(x)) + detail_proj(unfold(detail))) with
-        x = gelu(norm(shuffle(up1(src)))), computed without building any map at 256x256 but the
-        masks: the hypernetwork's weights fold into up2 and detail_proj, and everything stays at
-        64x64 with the sub-pixels as channels until two 2x2 shuffles place the masks' pixels.
-        Channel norm and up2 act per pixel, so they need not wait for up1's shuffle; the encoder
-        folds the detail map in the same nested order (`fold_detail`), so both parts line up."""
-        b, m = hyper.shape[:2]
-        x = self.up1(src_out.transpose(1, 2).reshape(b, -1, GRID, GRID))  # channel c*4 + s1
-        c1 = x.shape[1] // 4
-        x = x.reshape(b, c1, 4 * GRID * GRID)  # [B, c, (s1, pixel)]
-        u = x.mean(1, keepdim=True)
-        x = (x - u) / torch.sqrt((x - u).pow(2).mean(1, keepdim=True) + self.up1_norm.eps)
-        x = F.gelu(self.up1_norm.weight[:, None] * x + self.up1_norm.bias[:, None])
-        # up2's output channel c*4 + s2 meets hypernetwork weight c of each mask.
-        up2 = self.up2.weight.reshape(-1, 4, c1)
-        weight = torch.einsum("bmc,csi->bmsi", hyper, up2).reshape(b, m * 4, c1)
-        bias = torch.einsum("bmc,cs->bms", hyper, self.up2.bias.reshape(-1, 4)).reshape(b, m * 4, 1)
-        coarse = weight @ x + bias  # [B, (m, s2), (s1, pixel)]
-        proj = hyper @ self.detail_proj.weight.reshape(-1, DETAIL_CH)
-        fine = proj @ detail.reshape(detail.shape[0], DETAIL_CH, -1) + (hyper @ self.detail_proj.bias)[..., None]
-        return unfold_detail((coarse.reshape(b, m, -1) + fine).reshape(b, m * 16, GRID, GRID), nested=True)
-
-
-    def _token_major_masks(self, src_out: torch.Tensor, embeddings: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
-        """_linear_masks as onnxruntime runs it fastest (export only): up1 and its channel norm
-        on the image tokens as they leave the transformer ([B, 4096, C], no transpose, one
-        LayerNormalization), the coarse masks placed into raster order by one transpose, and
-        the detail map read in raster order straight from the embedding (channels 64-255 as 12
-        rows of 256x256), so it needs neither a slice nor a shuffle."""
-        b, m = hyper.shape[:2]
-        c1 = self.up1.out_channels // 4
-        # up1's output channel c*4 + s1, reordered to s1*c1 + c so each sub-pixel's channels sit together.
-        w1 = self.up1.weight.reshape(c1, 4, -1).transpose(0, 1).reshape(4 * c1, -1)
-        b1 = self.up1.bias.reshape(c1, 4).T.reshape(-1)
-        x = F.linear(src_out, w1, b1).reshape(b, GRID * GRID * 4, c1)  # [B, (pixel, s1), c]
-        x = F.gelu(F.layer_norm(x, (c1,), self.up1_norm.weight, self.up1_norm.bias, self.up1_norm.eps))
-        up2 = self.up2.weight.reshape(-1, 4, c1)
-        weight = torch.einsum("bmc,csi->bmsi", hyper, up2).reshape(b, m * 4, c1)
-        # Both biases in one add: up2's per sub-pixel, detail_proj's per mask.
-        bias = torch.einsum("bmc,cs->bms", hyper, self.up2.bias.reshape(-1, 4)) + (hyper @ self.detail_proj.bias)[..., None]
-        coarse = x @ weight.transpose(1, 2) + bias.reshape(b, 1, m * 4)  # [B, (y, x, a1, b1), (m, a2, b2)]
-        # Row 4y + 2*a1 + a2, column 4x + 2*b1 + b2 of mask m.
-        coarse = coarse.reshape(b, GRID, GRID, 2, 2, m, 2, 2).permute(0, 5, 1, 3, 6, 2, 4, 7).reshape(b, m, -1)
-        # The embedding as 16 rows of 256x256: 4 of context, then the detail map's 12 channels.
-        rows = embeddings.reshape(embeddings.shape[0], EMBED_DIM // 16, -1)
-        proj = F.pad(hyper @ self.detail_proj.weight.reshape(-1, DETAIL_CH), (EMBED_DIM // 16 - DETAIL_CH, 0))
-        return (coarse + proj @ rows).reshape(b, m, LOWRES, LOWRES)
-
-
-def fold_detail(detail: torch.Tensor, layout: str) -> torch.Tensor:
-    """[B, C, 256, 256] -> [B, 16C, 64, 64]. "flat" and "nested": channel c*16 + S holds
-    sub-pixel S of channel c, by one 4x4 space-to-depth (S = 4i + j for row 4y + i, column
-    4x + j) or by two 2x2 ones (S = 8*a2 + 4*b2 + 2*a1 + b1 for row 4y + 2*a1 + a2, column
-    4x + 2*b1 + b2). "raster": the map's own memory order, which only the exported token-major
-    head reads (MaskDecoder._token_major_masks)."""
-    if layout == "raster":
-        return detail.reshape(detail.shape[0], -1, GRID, GRID)
-    return F.pixel_unshuffle(F.pixel_unshuffle(detail, 2), 2) if layout == "nested" else F.pixel_unshuffle(detail, 4)
-
-
-def unfold_detail(folded: torch.Tensor, nested: bool) -> torch.Tensor:
-    """The inverse of fold_detail's "nested" or "flat" layout."""
-    return F.pixel_shuffle(F.pixel_shuffle(folded, 2), 2) if nested else F.pixel_shuffle(folded, 4)
 
 
 def prompt_maps(coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -425,25 +378,20 @@ def prompt_maps(coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class TinySam(nn.Module):
-    def __init__(self, refine: bool = True) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        # The refine-less decoder reads the detail map in the nested order (MaskDecoder._linear_masks).
-        self.image_encoder = ImageEncoder(detail_layout="flat" if refine else "nested")
+        self.image_encoder = ImageEncoder()
         self.prompt_encoder = PromptEncoder()
-        self.mask_decoder = MaskDecoder(refine=refine)
+        self.mask_decoder = MaskDecoder()
         self.prompt_maps = nn.Conv2d(4, CONTEXT_CH, 1)
 
     def for_export(self) -> "TinySam":
         """Switch to forms of the same function that onnxruntime runs faster: attention heads
-        by masking (Attention) and, without the refinement convolution, the token-major mask
-        head with the detail map in raster order (MaskDecoder._token_major_masks). Training keeps
-        the plain forms, so that its numbers do not move with these."""
+        by masking (Attention). Training keeps the plain forms, so that its numbers do not move
+        with these."""
         for m in self.modules():
             if isinstance(m, Attention):
                 m.head_masks = True
-        if self.mask_decoder.refine is None:
-            self.mask_decoder.token_major = True
-            self.image_encoder.detail_layout = "raster"
         return self
 
     def decode(

@@ -1,19 +1,19 @@
-"""Train the tiny SAM on procedural scenes, simulating a person clicking.
+"""Train the tiny SAM on real photographs and procedural scenes, simulating a person clicking.
 
-Each step: encode a batch of scenes once; decode a first prompt per target (one click, or a
+Each step: encode a batch of images once; decode a first prompt per target (one click, or a
 box); then add 1..max_corrective corrective clicks sampled from the error of the previous
-mask, feeding the previous low-res logits back as `mask_input` half of the time, and decode
-again. Losses are SAM's: 20 x focal + dice on the 256x256 low-res logits (the best of the
-three multimask outputs for a lone click), and MSE between predicted and actual IoU.
+mask, feeding the previous low-res logits back as `mask_input` most of the time, and decode
+again. Losses are SAM's: 20 x focal + dice on the 256x256 low-res logits against soft ground
+truth (the best of the three multimask outputs for a lone click), and MSE between predicted
+and actual IoU.
 
-    python train.py --config config.json --out runs/main
-    python train.py --config config-phase2.json --out runs/phase2   # starts from runs/main
-    python train.py --config config-phase3.json --out runs/phase3   # starts from runs/phase2
-    python train.py --config config-phase4.json --out runs/phase4   # starts from runs/phase3
-    python train.py --config config-phase5.json --out runs/phase5   # starts from runs/phase4
+    python train.py --config config-real1.json --out runs/real1
+    python train.py --config config-real1.json --out runs/real1 --resume   # after a stop
 
-Runs are reproducible: fixed seeds, a fixed number of steps, one data worker. `--minutes`
-is a safety cap that stops early (and then the run is no longer the committed one).
+A run checkpoints every `save_every` steps (model, optimiser, schedule, step) and `--resume`
+continues from there: the data stream is then reseeded from the step, so a resumed run is not
+bit-identical to an unbroken one. `--minutes` stops early (the checkpoint is kept, so the run
+can be resumed); a phase of the committed configs fits in 150 minutes on two cores.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data import FRAME, SceneBatches, corrective_click, interior_point, noisy_box, normalise_pad, to_sam_frame, SCALE
-from model import TinySam, count_params
+from data import SCALE, Batches, corrective_click, interior_point, noisy_box, normalise_pad, to_sam_frame
+from model import FRAME, LOWRES, TinySam, count_params
+from real import TRAIN_ROOT, area_downscale, validation_samples
 from scenes import make_scene, random_size
 
 DEFAULTS = {
@@ -40,32 +41,40 @@ DEFAULTS = {
     "box_fraction": 0.3,
     "max_corrective": 3,
     "mask_input_fraction": 0.5,
+    # Weight of the predicted-IoU loss: the IoU head picks a lone click's mask among the three.
+    "iou_loss_weight": 1.0,
     "lr": 2e-3,
     "weight_decay": 0.01,
     "warmup_steps": 100,
     "threads": 2,
     "val_every": 100,
+    "save_every": 25,
     "val_scenes": 48,
     "val_seed": 424242,
+    # How many of the held-out real targets validation uses (null: all of them, 108).
+    "val_real": None,
     # Stop after this many steps of the `steps`-long schedule (null: run it all). The learning
-    # rate follows the full schedule either way, so a stopped run is reproduced exactly.
+    # rate follows the full schedule either way.
     "stop_after": None,
     # Start from another run's checkpoint (a path relative to the config file) instead of random
-    # weights: a second phase with a fresh optimiser, its own seed (new scenes) and warm restart.
+    # weights: a new phase with a fresh optimiser, its own seed and a warm restart. Weights load
+    # by name where the shapes agree; the rest keep their initialisation (both lists are logged),
+    # so a checkpoint of an earlier architecture seeds the parts that carried over.
     "init_from": None,
     # The step that checkpoint must have reached, so a phase never starts from a half-done run.
     "init_step": None,
     # Keep BatchNorm statistics fixed (the layers still learn their scale and bias): needed when
     # the start is a checkpoint rebuilt from ONNX (from_onnx.py), whose BatchNorms are identities.
     "freeze_bn": False,
-    # The decoder's 256x256 refinement convolution (model.MaskDecoder). Starting a run without it
-    # from a checkpoint that has it drops those weights: the rest of the model carries over.
-    "refine": True,
+    # What the images are (real.RealSamples): relative weights of the real sets, the share of
+    # procedural scenes, and the probabilities of copy-paste and of a two-object target.
+    "data": {"sets": {"coco-mval": 3, "coco128-seg": 2, "weizmann-horse": 1, "bsds500": 1.5, "camvid": 1}, "synthetic": 0.2, "paste": 0.3, "union": 0.1},
 }
 
 
 def mask_loss(logits: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """20 x sigmoid focal + dice per mask: logits [B, T, H, W], gt [B, H, W] -> [B, T]."""
+    """20 x sigmoid focal + dice per mask: logits [B, T, H, W], gt [B, H, W] (soft: the share of
+    each cell the object covers) -> [B, T]."""
     g = gt[:, None].float().expand_as(logits)
     p = torch.sigmoid(logits)
     ce = F.binary_cross_entropy_with_logits(logits, g, reduction="none")
@@ -78,7 +87,7 @@ def mask_loss(logits: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 
 def mask_iou(logits: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     pred = logits > 0
-    g = gt[:, None].expand_as(pred)
+    g = (gt[:, None] >= 0.5).expand_as(pred)
     inter = (pred & g).sum(dim=(2, 3)).float()
     union = (pred | g).sum(dim=(2, 3)).float()
     return inter / union.clamp(min=1)
@@ -86,7 +95,7 @@ def mask_iou(logits: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 
 def add_clicks(coords, labels, prev: torch.Tensor, gt: torch.Tensor, rng):
     """Append one corrective click per prompt set (a padding point where the mask is perfect)."""
-    pred, g = (prev > 0).numpy(), gt.numpy()
+    pred, g = (prev > 0).numpy(), gt.numpy() >= 0.5
     new_c, new_l = [], []
     for i in range(len(pred)):
         click = corrective_click(pred[i], g[i], rng)
@@ -123,7 +132,7 @@ def train_step(model, batch, cfg, rng) -> dict[str, float]:
     b = len(gt)
     emb = model.image_encoder(images)
     is_click = labels[:, 0] == 1
-    no_mask = torch.zeros(b, 1, FRAME, FRAME)
+    no_mask = torch.zeros(b, 1, LOWRES, LOWRES)
     logits, iou_pred = model.decode(emb, coords, labels, no_mask, torch.zeros(b), index)
     losses = mask_loss(logits, gt)
     loss_first = (losses[:, 0] + is_click.float() * losses[:, 1:].min(dim=1).values).mean()
@@ -143,7 +152,7 @@ def train_step(model, batch, cfg, rng) -> dict[str, float]:
     logits2, iou_pred2 = model.decode(emb, coords, labels, mask_in, use_mask, index)
     loss_corr = mask_loss(logits2[:, :1], gt)[:, 0].mean()
     loss_iou = loss_iou + F.mse_loss(iou_pred2[:, :1], mask_iou(logits2[:, :1].detach(), gt))
-    loss = loss_first + loss_corr + loss_iou
+    loss = loss_first + loss_corr + cfg["iou_loss_weight"] * loss_iou
     loss.backward()
     return {
         "loss": float(loss.detach()),
@@ -153,30 +162,47 @@ def train_step(model, batch, cfg, rng) -> dict[str, float]:
     }
 
 
-def make_val_set(seed: int, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def make_val_set(seed: int, n: int, n_real: int | None) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """Fixed validation targets, (image in the encoder frame, soft low-res ground truth): the
+    held-out real pairs (real.validation_samples, the first `n_real`) and `n` procedural scenes."""
+    real = []
+    for image, mask in validation_samples(TRAIN_ROOT, FRAME, n_real):
+        full = np.zeros((FRAME, FRAME), bool)
+        full[: mask.shape[0], : mask.shape[1]] = mask
+        real.append((normalise_pad(image, FRAME), area_downscale(full, FRAME // LOWRES)))
     rng = np.random.default_rng(seed)
-    out = []
-    while len(out) < n:
+    synthetic = []
+    while len(synthetic) < n:
         w, h = random_size(rng, FRAME)
         scene = make_scene(rng, w, h)
         for m in scene.masks[:2]:
-            gt = np.zeros((FRAME, FRAME), bool)
-            gt[:h, :w] = m
-            out.append((normalise_pad(scene.image, FRAME), gt))
-    return out
+            full = np.zeros((FRAME, FRAME), bool)
+            full[:h, :w] = m
+            synthetic.append((normalise_pad(scene.image, FRAME), area_downscale(full, FRAME // LOWRES)))
+    return {"real": real, "synthetic": synthetic[:n]}
 
 
 @torch.no_grad()
-def validate(model, val, freeze_bn: bool) -> dict[str, float]:
-    """Model-frame IoU of a centre click, an exact box, and 3 clicks (centre + 2 corrective)."""
+def validate(model, val: dict, freeze_bn: bool) -> dict[str, float]:
+    """Low-res IoU of a click at the innermost point, an exact box, and 3 clicks (that click + 2
+    corrective), on each validation set."""
     model.eval()
+    out = {}
+    for name, targets in val.items():
+        out |= {f"{name}_{k}": v for k, v in _validate(model, targets).items()}
+    train_mode(model, freeze_bn)
+    return out
+
+
+def _validate(model, val: list) -> dict[str, float]:
     images = torch.from_numpy(np.stack([v[0] for v in val]))
     gt = torch.from_numpy(np.stack([v[1] for v in val]))
-    emb = torch.cat([model.image_encoder(images[i : i + 16]) for i in range(0, len(images), 16)])
+    binary = gt.numpy() >= 0.5
+    emb = torch.cat([model.image_encoder(images[i : i + 8]) for i in range(0, len(images), 8)])
     idx = torch.arange(len(val))
     b = len(val)
-    zero_m, zero_h = torch.zeros(b, 1, FRAME, FRAME), torch.zeros(b)
-    clicks = [interior_point(v[1], None) for v in val]
+    zero_m, zero_h = torch.zeros(b, 1, LOWRES, LOWRES), torch.zeros(b)
+    clicks = [interior_point(m, None) for m in binary]
     coords = torch.tensor([[[to_sam_frame(x), to_sam_frame(y)], [0, 0]] for x, y in clicks], dtype=torch.float32)
     labels = torch.tensor([[1, -1]] * b, dtype=torch.float32)
     logits, iou_pred = model.decode(emb, coords, labels, zero_m, zero_h, idx)
@@ -187,11 +213,21 @@ def validate(model, val, freeze_bn: bool) -> dict[str, float]:
         out, _ = model.decode(emb, coords, labels, prev[:, None], torch.ones(b), idx)
         prev = out[:, 0]
     three = mask_iou(prev[:, None], gt)[:, 0]
-    boxes = torch.from_numpy(np.stack([noisy_box(v[1], None) * SCALE for v in val])).reshape(b, 2, 2)
+    boxes = torch.from_numpy(np.stack([noisy_box(m, None) * SCALE for m in binary])).reshape(b, 2, 2)
     blog, _ = model.decode(emb, boxes, torch.tensor([[2, 3]] * b, dtype=torch.float32), zero_m, zero_h, idx)
     box = mask_iou(blog[:, :1], gt)[:, 0]
-    train_mode(model, freeze_bn)
-    return {"val_1click": float(one.mean()), "val_box": float(box.mean()), "val_3click": float(three.mean())}
+    return {"1click": round(float(one.mean()), 4), "box": round(float(box.mean()), 4), "3click": round(float(three.mean()), 4)}
+
+
+def load_init(model: TinySam, path: Path, step: int | None) -> dict[str, list[str]]:
+    """Weights of another run's checkpoint, by name where the shapes agree (see DEFAULTS)."""
+    ck = torch.load(path, map_location="cpu")
+    if step is not None and ck["step"] != step:
+        raise SystemExit(f"{path} is at step {ck['step']}, the config expects {step}")
+    own = model.state_dict()
+    taken = {k: v for k, v in ck["model"].items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(own | taken)
+    return {"loaded": len(taken), "new": sorted(k for k in own if k not in taken), "dropped": sorted(k for k in ck["model"] if k not in taken)}
 
 
 def main() -> None:
@@ -199,7 +235,8 @@ def main() -> None:
     ap.add_argument("--config", type=Path, help="JSON file overriding the defaults")
     ap.add_argument("--out", type=Path, required=True, help="folder for checkpoint.pt and log.jsonl")
     ap.add_argument("--steps", type=int, help="override the number of steps (smoke runs)")
-    ap.add_argument("--minutes", type=float, default=float("inf"), help="stop early after this many minutes")
+    ap.add_argument("--minutes", type=float, default=float("inf"), help="stop after this many minutes of this invocation (resumable)")
+    ap.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     args = ap.parse_args()
 
     cfg = dict(DEFAULTS)
@@ -219,16 +256,7 @@ def main() -> None:
     torch.set_flush_denormal(True)
     rng = np.random.default_rng(cfg["seed"] + 1)
     args.out.mkdir(parents=True, exist_ok=True)
-    model = TinySam(refine=cfg["refine"])
-    if init_from:
-        ck = torch.load(init_from, map_location="cpu")
-        if cfg["init_step"] is not None and ck["step"] != cfg["init_step"]:
-            raise SystemExit(f"{init_from} is at step {ck['step']}, the config expects {cfg['init_step']}")
-        state = ck["model"]
-        if not cfg["refine"]:
-            state = {k: v for k, v in state.items() if not k.startswith("mask_decoder.refine.")}
-        model.load_state_dict(state)
-    train_mode(model, cfg["freeze_bn"])
+    model = TinySam()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     total = cfg["steps"]
 
@@ -239,41 +267,75 @@ def main() -> None:
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    ckpt_path = args.out / "checkpoint.pt"
+    first_step, minutes_before = 0, 0.0
+    if args.resume:
+        if not ckpt_path.is_file():
+            raise SystemExit(f"--resume: {ckpt_path} does not exist")
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if {**DEFAULTS, **ck["config"]} != cfg:
+            raise SystemExit(f"--resume: {ckpt_path} was made with another config")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["schedule"])
+        rng.bit_generator.state = ck["rng"]
+        first_step, minutes_before = ck["step"], ck["minutes"]
+        log = (args.out / "log.jsonl").open("a")
+    else:
+        init = load_init(model, init_from, cfg["init_step"]) if init_from else None
+        log = (args.out / "log.jsonl").open("w")
+        print(json.dumps({"config": cfg, "params": count_params(model), "init": init}), file=log, flush=True)
+    train_mode(model, cfg["freeze_bn"])
     data = torch.utils.data.DataLoader(
-        SceneBatches(cfg["seed"], cfg["images_per_step"], cfg["targets_per_image"], cfg["box_fraction"]),
+        # A resumed run draws a new stream: the loader's position cannot be saved.
+        Batches(cfg["seed"] * 100_003 + first_step, cfg["images_per_step"], cfg["targets_per_image"], cfg["box_fraction"], cfg["data"]),
         batch_size=None,
         num_workers=1,
         prefetch_factor=4,
     )
-    val = make_val_set(cfg["val_seed"], cfg["val_scenes"])
-    log = (args.out / "log.jsonl").open("w")
-    print(json.dumps({"config": cfg, "params": count_params(model)}), file=log, flush=True)
+    val = make_val_set(cfg["val_seed"], cfg["val_scenes"], cfg["val_real"])
     start = time.time()
+    end = cfg["stop_after"] or total
+
+    def save(step: int) -> None:
+        state = {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "schedule": sched.state_dict(),
+            "rng": rng.bit_generator.state,
+            "config": cfg,
+            "step": step,
+            "minutes": minutes_before + (time.time() - start) / 60,
+        }
+        torch.save(state, ckpt_path.with_suffix(".tmp"))
+        ckpt_path.with_suffix(".tmp").replace(ckpt_path)  # never a half-written checkpoint
+
     recent: list[dict[str, float]] = []
-    step = 0
-    for step, batch in enumerate(data):
-        if step >= (cfg["stop_after"] or total) or (time.time() - start) / 60 > args.minutes:
+    step = first_step
+    for batch in data:
+        if step >= end or (time.time() - start) / 60 > args.minutes:
             break
         opt.zero_grad(set_to_none=True)
         stats = train_step(model, batch, cfg, rng)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
+        step += 1
         recent.append(stats)
-        if (step + 1) % cfg["val_every"] == 0 or step + 1 == (cfg["stop_after"] or total):
+        if step % cfg["val_every"] == 0 or step == end:
             row = {
-                "step": step + 1,
-                "minutes": round((time.time() - start) / 60, 2),
+                "step": step,
+                "minutes": round(minutes_before + (time.time() - start) / 60, 2),
                 "lr": sched.get_last_lr()[0],
                 **{k: round(float(np.mean([r[k] for r in recent])), 4) for k in ("loss", "iou_first", "iou_corrected")},
-                **{k: round(v, 4) for k, v in validate(model, val, cfg["freeze_bn"]).items()},
+                **validate(model, val, cfg["freeze_bn"]),
             }
             recent = []
             print(json.dumps(row), file=log, flush=True)
             print(json.dumps(row), flush=True)
-            torch.save({"model": model.state_dict(), "config": cfg, "step": step + 1}, args.out / "checkpoint.pt")
-    if step < (cfg["stop_after"] or total):
-        torch.save({"model": model.state_dict(), "config": cfg, "step": step}, args.out / "checkpoint.pt")
+        if step % cfg["save_every"] == 0 or step == end:
+            save(step)
+    save(step)
 
 
 if __name__ == "__main__":

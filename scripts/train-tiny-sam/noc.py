@@ -32,7 +32,11 @@ depend on the model: `--grabcut-cache FILE` keeps its per-object results (a JSON
 three multimask outputs per point, predicted-IoU and stability filters, box NMS 0.7), scored per
 annotated object (each palette index of a frame): found when some mask has IoU >= 0.5 with it.
 Reported at the model manifest's `everything` thresholds (SAM's 0.88 / 0.95 without one) and over
-a grid of thresholds, with the number of frames that get no mask at all.
+a grid of thresholds, with the number of frames that get no mask at all. `--calibrate` writes
+the grid's pick into the model's manifest; calibrate on pairs training held out, not on davis345:
+
+    python noc.py --model ../../models/tiny-sam --data ../../../shared/datasets/train/coco-mval \
+        --binary --stride 10 --everything-only --calibrate
 
 Speckle: the fraction of mask pixels that lie in 8-connected components smaller than 1% of the
 mask's area (pooled over the objects' 1-click and box masks).
@@ -67,6 +71,9 @@ MIOU_AT = (1, 2, 3, 5, 10, 20)
 # The Everything thresholds swept: predicted IoU x stability.
 IOU_GRID = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.88)
 STABILITY_GRID = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+# Calibration never picks thresholds that keep more masks than this per frame on average: a user
+# of Everything wants the objects, not hundreds of overlapping guesses that happen to include them.
+MAX_MASKS_PER_FRAME = 24
 SAM_EVERYTHING = {"points_per_side": 16, "pred_iou_thresh": 0.88, "stability_score_thresh": 0.95, "box_nms_thresh": 0.7}
 
 
@@ -74,13 +81,14 @@ SAM_EVERYTHING = {"points_per_side": 16, "pred_iou_thresh": 0.88, "stability_sco
 # The data and the simulated user
 
 
-def load_pair(data: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """RGB uint8 image and its label map (0 background, 1..K objects, 255 ignored)."""
+def load_pair(data: Path, name: str, binary: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """RGB uint8 image and its label map (0 background, 1..K objects, 255 ignored). `binary`: the
+    mask is 0 / 255 with one object (coco-mval, weizmann-horse), so 255 is that object."""
     image = np.asarray(Image.open(data / "images" / f"{name}.jpg").convert("RGB"))
     labels = np.asarray(Image.open(data / "masks" / f"{name}.png"))
     if labels.ndim != 2 or labels.shape != image.shape[:2]:
         raise SystemExit(f"{name}: mask {labels.shape} does not match image {image.shape[:2]}")
-    return image, labels
+    return image, ((labels > 0).astype(np.uint8) if binary else labels)
 
 
 def distance_inside(mask: np.ndarray) -> np.ndarray:
@@ -361,13 +369,13 @@ def grabcut(bgr: np.ndarray, mask: np.ndarray, mode: int, rect=None) -> np.ndarr
 _w: dict = {}
 
 
-def _init(data: Path, models: list[str], grabcut: bool, cached: set[str], everything: str, clicks: int, stop_iou: float, grabcut_stop: float) -> None:
+def _init(data: Path, binary: bool, models: list[str], grabcut: bool, cached: set[str], everything: str, clicks: int, stop_iou: float, grabcut_stop: float) -> None:
     cv2.setNumThreads(1)
-    _w.update(data=data, models={m: OnnxSam(Path(m)) for m in models}, grabcut=grabcut, cached=cached, everything=everything, clicks=clicks, stop=stop_iou, gc_stop=grabcut_stop)
+    _w.update(data=data, binary=binary, models={m: OnnxSam(Path(m)) for m in models}, grabcut=grabcut, cached=cached, everything=everything, clicks=clicks, stop=stop_iou, gc_stop=grabcut_stop)
 
 
 def _object(name: str) -> dict:
-    image, labels = load_pair(_w["data"], name)
+    image, labels = load_pair(_w["data"], name, _w["binary"])
     gt, valid = (labels > 0) & (labels != IGNORE), labels != IGNORE
     out: dict = {"name": name, "area": int(gt.sum()), "models": {}}
     for key, model in _w["models"].items():
@@ -413,7 +421,8 @@ def summarise(rows: list[dict], clicks: int) -> dict:
 def summarise_everything(rows: list[dict], settings: dict) -> dict:
     """Recall at IoU 0.5, frames with no mask and masks per frame, at the model's thresholds and
     over the grid; `calibrated`: the grid's most selective thresholds (fewest masks per frame)
-    whose recall is within 0.02 of the best that leaves no frame without a mask."""
+    whose recall is within 0.02 of the best that leaves no frame without a mask and keeps at most
+    MAX_MASKS_PER_FRAME masks per frame."""
     objects = sum(r["objects"] for r in rows)
 
     def at(key_of) -> dict:
@@ -422,7 +431,7 @@ def summarise_everything(rows: list[dict], settings: dict) -> dict:
         return {"recall_iou50": round(found / max(1, objects), 4), "empty_frames": int(sum(k == 0 for k in kept)), "masks_per_frame": round(float(np.mean(kept)), 2)}
 
     grid = {k: at(lambda r, k=k: r["grid"][k]) for k in rows[0]["grid"]}
-    usable = {k: v for k, v in grid.items() if v["empty_frames"] == 0}
+    usable = {k: v for k, v in grid.items() if v["empty_frames"] == 0 and v["masks_per_frame"] <= MAX_MASKS_PER_FRAME}
     calibrated = None
     if usable:
         best = max(v["recall_iou50"] for v in usable.values())
@@ -460,7 +469,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", action="append", default=[], help="a model folder (manifest.json + ONNX files); repeatable")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with images/ and masks/ (default: davis345)")
-    ap.add_argument("--limit", type=int, help="only the first N objects")
+    ap.add_argument("--binary", action="store_true", help="masks are 0 / 255, one object each (the training sets coco-mval and weizmann-horse: calibrate there, not on davis345)")
+    ap.add_argument("--stride", type=int, default=1, help="every K-th object (10 on coco-mval: the pairs training holds out, real.VALIDATION_EVERY)")
+    ap.add_argument("--limit", type=int, help="only the first N objects (after --stride)")
     ap.add_argument("--clicks", type=int, default=20)
     ap.add_argument("--stop-iou", type=float, default=1.0, help="a model's user stops at this IoU (1.0: all clicks)")
     ap.add_argument("--grabcut", action="store_true", help="also OpenCV GrabCut seeded by the same clicks")
@@ -483,6 +494,7 @@ def main() -> None:
     names = sorted(p.stem for p in (args.data / "masks").glob("*.png"))
     if not names:
         raise SystemExit(f"--data {args.data}: no masks/*.png")
+    names = names[:: args.stride]
     names = names[: args.limit] if args.limit else names
 
     cache: dict = {}
@@ -497,7 +509,7 @@ def main() -> None:
 
     start = time.time()
     rows = []
-    with Pool(args.workers, initializer=_init, initargs=(args.data, args.model, need_grabcut, {n for n in names if keys.get(n) in cache}, everything, args.clicks, args.stop_iou, args.grabcut_stop_iou)) as pool:
+    with Pool(args.workers, initializer=_init, initargs=(args.data, args.binary, args.model, need_grabcut, {n for n in names if keys.get(n) in cache}, everything, args.clicks, args.stop_iou, args.grabcut_stop_iou)) as pool:
         for i, row in enumerate(pool.imap(_object, names)):
             if args.grabcut:
                 key = keys[row["name"]]

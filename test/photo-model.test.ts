@@ -1,12 +1,17 @@
 import { execFile } from "node:child_process";
-import { readFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SamModel } from "../agent/src/model/sam-model.ts";
+import { InProcessEngine } from "../agent/src/service/engine.ts";
+import { SELF_TEST_MIN_BOX_IOU, selfTest } from "../agent/src/service/self-test.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
-import { type BinaryMask, maskIoU } from "../agent/src/segment/mask.ts";
+import { type BinaryMask, maskBBox, maskIoU } from "../agent/src/segment/mask.ts";
+import { runPython } from "./helpers/python.ts";
 import { TINY_SAM_DIR } from "./helpers/scenes.ts";
 
 const PHOTO_DIR = fileURLToPath(new URL("../models/tiny-sam-photo/", import.meta.url));
@@ -18,16 +23,9 @@ const exec = promisify(execFile);
 /** A DAVIS frame's foreground (every annotated object, 255 = void left out) and its box. */
 async function davisObject(name: string): Promise<{ bytes: Buffer; truth: BinaryMask; box: [number, number, number, number] }> {
   const { data, info } = await sharp(`${DAVIS}masks/${name}.png`).extractChannel(0).raw().toBuffer({ resolveWithObject: true });
-  const truth = new Uint8Array(info.width * info.height);
-  let [x0, y0, x1, y1] = [info.width, info.height, -1, -1];
-  for (let i = 0; i < truth.length; i++) {
-    if (data[i] === 0 || data[i] === 255) continue;
-    truth[i] = 1;
-    const x = i % info.width;
-    const y = (i - x) / info.width;
-    [x0, y0, x1, y1] = [Math.min(x0, x), Math.min(y0, y), Math.max(x1, x), Math.max(y1, y)];
-  }
-  return { bytes: await readFile(`${DAVIS}images/${name}.jpg`), truth: { width: info.width, height: info.height, data: truth }, box: [x0, y0, x1, y1] };
+  const truth = { width: info.width, height: info.height, data: Uint8Array.from(data, (v) => (v !== 0 && v !== 255 ? 1 : 0)) };
+  const [x, y, w, h] = maskBBox(truth);
+  return { bytes: await readFile(`${DAVIS}images/${name}.jpg`), truth, box: [x, y, x + w, y + h] };
 }
 
 // The real-photo candidate (models/tiny-sam-photo) must do what it is shipped for: on real
@@ -67,4 +65,29 @@ describe("the real-photo model", () => {
       for (const m of result.masks) expect(m.area).toBeLessThan(result.width * result.height);
     },
   );
+
+  // Its decoder draws a round blob around a click even when the encoder is broken, which the
+  // clicks of the self-test alone let through; the boxes around the same circles do not.
+  it("the model self-test passes it, and refuses it with its encoder zeroed or scrambled", { timeout: 120_000 }, async () => {
+    const good = await selfTest(new InProcessEngine(new SegmentEngine(photo)));
+    for (const iou of good.box_ious) expect(iou).toBeGreaterThanOrEqual(SELF_TEST_MIN_BOX_IOU);
+    const dir = await mkdtemp(join(tmpdir(), "sam-edge-photo-broken-"));
+    try {
+      for (const mode of ["zero-encoder", "shuffled-encoder"]) {
+        const made = await runPython("test/helpers/break_model.py", [PHOTO_DIR, join(dir, mode), mode]);
+        expect(made.code, made.stderr).toBe(0);
+        const engine = await InProcessEngine.load(join(dir, mode));
+        try {
+          await expect(selfTest(engine)).rejects.toMatchObject({
+            code: "MODEL_UPDATE_SELF_TEST",
+            message: expect.stringMatching(/the mask for a box \[[\d, ]+\] around a circle overlaps it with IoU 0\.\d+, below 0\.9: the model fills the box/),
+          });
+        } finally {
+          await engine.engine.model.release();
+        }
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });

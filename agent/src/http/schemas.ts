@@ -291,7 +291,7 @@ const modelStatus = () => {
               error,
               self_test: {
                 type: "object",
-                properties: { frame: { type: "string" }, ious: { type: "array", items: { type: "number" } }, ms: { type: "number" } },
+                properties: { frame: { type: "string" }, ious: { type: "array", items: { type: "number" } }, box_ious: { type: "array", items: { type: "number" } }, ms: { type: "number" } },
               },
               in_flight_at_swap: { type: "integer", description: "requests running on the old model at the swap; they finished on it" },
               started_at: { type: "string" },

@@ -5,13 +5,16 @@ import { SAMPLES_DIR } from "../config/paths.ts";
 import { SamEdgeError } from "../core/errors.ts";
 import type { MaskResult } from "../segment/engine.ts";
 import type { Engine } from "./engine.ts";
-import { maskIoU, type BinaryMask } from "../segment/mask.ts";
+import { maskBBox, maskIoU, type BinaryMask } from "../segment/mask.ts";
 
 /**
  * A bundled frame of plain shapes and clicks on two of its circles, with their true masks
  * (label 3 and 4 of `self-test/shapes-square.labels.png`). Any SAM segments a flat circle on
  * a gradient. A model that ignores the image (zeroed or scrambled encoder weights) draws a
  * click-sized blob instead, a broken decoder answers nothing or everything, and NaNs show.
+ * A model with a strong prompt prior draws that blob round enough to pass the clicks with a
+ * broken encoder, so each circle's box is asked for too: the box's own shape is what such a
+ * model fills, and a square is not a circle.
  */
 const FRAME = "shapes-square.webp";
 const LABELS = "self-test/shapes-square.labels.png";
@@ -20,11 +23,19 @@ const CLICKS = [
   { x: 413, y: 315, object: 4 },
 ];
 /**
- * The least IoU of the best candidate mask with the clicked circle. The bundled tiny model,
- * the weakest model the agent is meant to run, reaches 0.85 and 0.59 (its int8 twin the same);
- * with its encoder's weights scrambled, 0.46 and 0.27; zeroed, 0.37 and 0.25.
+ * The least IoU of the best candidate mask with the clicked circle. Measured 2026-12-07: the
+ * bundled tiny-sam 0.99 and 0.95, its int8 build 0.99 and 0.96, tiny-sam-photo 0.99 and 0.73;
+ * tiny-sam with its encoder's weights scrambled 0.16 on the first circle. Zeroed, it passes
+ * the clicks: the boxes below refuse it (0.55).
  */
 export const SELF_TEST_MIN_IOU = 0.5;
+/**
+ * The least IoU of the mask for each circle's bounding box with the circle. Working models:
+ * 0.96-0.99 (tiny-sam 0.98 and 0.97, its int8 build 0.98 and 0.96, tiny-sam-photo 0.99 and
+ * 0.97); broken ones fill the box: tiny-sam with a zeroed encoder 0.55, tiny-sam-photo with a
+ * zeroed or scrambled encoder 0.85-0.88 (in Python, noc.py's path), while its clicks pass.
+ */
+export const SELF_TEST_MIN_BOX_IOU = 0.9;
 /** A mask this share of the frame or more is "everything": no click on an object means that. */
 const MAX_AREA_SHARE = 0.9;
 
@@ -32,6 +43,8 @@ export interface SelfTestReport {
   frame: string;
   /** Per click: the IoU of the best candidate with its circle. */
   ious: number[];
+  /** Per circle: the IoU of the mask for its bounding box with it. */
+  box_ious: number[];
   ms: number;
 }
 
@@ -79,8 +92,24 @@ export async function selfTest(engine: Engine): Promise<SelfTestReport> {
     }
     ious.push(Math.round(iou * 1000) / 1000);
   }
+  const boxIous: number[] = [];
+  for (const { object } of CLICKS) {
+    const circle = truth(object);
+    const [x, y, w, h] = maskBBox(circle);
+    const box: [number, number, number, number] = [x, y, x + w, y + h];
+    const where = `a box [${box.join(", ")}] around a circle`;
+    const { masks } = await run(`segmenting ${where}`, () => engine.segment(frame, { box }, { multimask: false }));
+    if (!finite(masks)) throw failed(`the decoder's scores or mask logits for ${where} hold NaN or infinity`);
+    const iou = maskIoU(masks[0]!.mask, circle);
+    if (!(iou >= SELF_TEST_MIN_BOX_IOU)) {
+      throw failed(
+        `the mask for ${where} overlaps it with IoU ${iou.toFixed(2)}, below ${SELF_TEST_MIN_BOX_IOU}: the model fills the box instead of finding the circle (wrong encoder weights?)`,
+      );
+    }
+    boxIous.push(Math.round(iou * 1000) / 1000);
+  }
   if (engine.model.canBatch) {
     await run("Everything mode (the batch decoder)", () => engine.everything(frame, { pointsPerSide: 2, predIouThresh: 0, stabilityScoreThresh: 0 }));
   }
-  return { frame: FRAME, ious, ms: Math.round(performance.now() - start) };
+  return { frame: FRAME, ious, box_ious: boxIous, ms: Math.round(performance.now() - start) };
 }

@@ -83,7 +83,7 @@ describe("the real-photo model", () => {
             message: expect.stringMatching(/the mask for a box \[[\d, ]+\] around a circle overlaps it with IoU 0\.\d+, below 0\.9: the model fills the box/),
           });
         } finally {
-          await engine.engine.model.release();
+          await engine.release();
         }
       }
     } finally {

@@ -7,7 +7,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SamModel } from "../agent/src/model/sam-model.ts";
 import { SegmentEngine } from "../agent/src/segment/engine.ts";
-import { runPython } from "./helpers/python.ts";
+import { REPO_ROOT, runPython } from "./helpers/python.ts";
 import { loadScene, TINY_SAM_DIR } from "./helpers/scenes.ts";
 
 const run = promisify(execFile);
@@ -136,5 +136,15 @@ describe("scripts/train-tiny-sam smoke run", () => {
     const missing = await runPython("scripts/train-tiny-sam/noc.py", ["--model", TINY_SAM_DIR, "--data", join(dir, "nowhere")]);
     expect(missing.code).not.toBe(0);
     expect(missing.stderr).toMatch(/--data .*nowhere: no masks\/\*\.png/);
+
+    // A training set's 0/255 masks (one object each) are read with --binary: without it, 255 is DAVIS's "ignore".
+    const coco = join(REPO_ROOT, "..", "shared", "datasets", "train", "coco-mval");
+    const binaryOut = join(dir, "binary.json");
+    const binary = await runPython("scripts/train-tiny-sam/noc.py", ["--model", TINY_SAM_DIR, "--data", coco, "--binary", "--stride", "10", "--limit", "1", "--clicks", "1", "--out", binaryOut]);
+    expect(binary.code, binary.stderr).toBe(0);
+    expect(JSON.parse(await readFile(binaryOut, "utf8")).models[TINY_SAM_DIR].miou_at_clicks["1"]).toBeGreaterThan(0);
+    const badStride = await runPython("scripts/train-tiny-sam/noc.py", ["--model", TINY_SAM_DIR, "--stride", "0"]);
+    expect(badStride.code).not.toBe(0);
+    expect(badStride.stderr).toMatch(/--stride and --limit must be whole numbers of 1 or more/);
   });
 });

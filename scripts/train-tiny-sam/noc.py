@@ -494,6 +494,8 @@ def main() -> None:
     names = sorted(p.stem for p in (args.data / "masks").glob("*.png"))
     if not names:
         raise SystemExit(f"--data {args.data}: no masks/*.png")
+    if args.stride < 1 or (args.limit is not None and args.limit < 1):
+        raise SystemExit(f"--stride and --limit must be whole numbers of 1 or more (got --stride {args.stride}, --limit {args.limit})")
     names = names[:: args.stride]
     names = names[: args.limit] if args.limit else names
 
